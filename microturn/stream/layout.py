@@ -218,15 +218,24 @@ class Layout:
         s = self.slots_per_turn
         return np.arange(first_turn * s, (first_turn + n_turns) * s, dtype=np.int64)
 
-    def interleave(self, per_track: dict[Track, Any]) -> Any:
-        """Per-track arrays [N, slots(track), ...] -> one sequence [N * slots_per_turn, ...].
+    def output_slots(self) -> list[tuple[Track, int]]:
+        """(track, index within the track) of every output slot, in generation order."""
+        return [(t, i) for t in OUTPUT_TRACKS for i in range(self.slots(t))]
+
+    def interleave(self, per_track: dict[Track, Any], tracks: Sequence[Track] = TRACK_ORDER) -> Any:
+        """Per-track arrays [N, slots(track), ...] -> one sequence [N * slots, ...].
 
         Works for numpy arrays and torch tensors (the model embeds each track, then
-        calls this); tracks with zero slots may be left out.
+        calls this); tracks with zero slots may be left out. `tracks` may name a
+        contiguous run of the order (e.g. INPUT_TRACKS: the input block of a turn).
         """
+        tracks = tuple(tracks)
+        start = TRACK_ORDER.index(tracks[0]) if tracks else 0
+        if tracks != TRACK_ORDER[start : start + len(tracks)]:
+            raise ValueError("interleave: tracks must be a contiguous run of TRACK_ORDER")
         parts = []
         n = None
-        for t in TRACK_ORDER:
+        for t in tracks:
             if self.slots(t) == 0:
                 continue
             if t not in per_track:
@@ -242,7 +251,7 @@ class Layout:
                 raise ValueError(f"interleave: track {t.value} has {x.shape[0]} turns, not {n}")
             parts.append(x)
         cat = _concat(parts, axis=1)
-        return cat.reshape((n * self.slots_per_turn, *cat.shape[2:]))
+        return cat.reshape((n * cat.shape[1], *cat.shape[2:]))
 
     def split(self, sequence: Any) -> dict[Track, Any]:
         """Inverse of `interleave`: [N * slots_per_turn, ...] -> {track: [N, slots, ...]}."""

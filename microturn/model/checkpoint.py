@@ -1,0 +1,99 @@
+"""Save and load: safetensors weights plus a JSON config, written atomically.
+
+A checkpoint folder holds `config.json` (ModelConfig, layout included) and
+`model.safetensors`. Loading checks everything it can and says what is wrong: missing
+files, unreadable JSON, unknown fields, corrupt tensors, missing or unexpected weights,
+shapes that do not match the config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from microturn.model.config import ModelConfig
+from microturn.model.transformer import InteractionModel
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def save_pretrained(
+    model: InteractionModel, directory: str | Path, *, dtype: torch.dtype | None = None
+) -> Path:
+    """Write config and weights (optionally cast, e.g. float16 to halve the size)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        tensors[name] = t
+    _atomic(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
+    text = json.dumps({"model": model.cfg.to_dict(), "format": "microturn.model/1"}, indent=1)
+    _atomic(directory / CONFIG_FILE, lambda p: p.write_text(text))
+    return directory
+
+
+def load_config(directory: str | Path) -> ModelConfig:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise ValueError(f"{directory}: not a microturn checkpoint (no {CONFIG_FILE})")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: corrupt config ({err})") from err
+    if not isinstance(data, dict) or data.get("format") != "microturn.model/1":
+        raise ValueError(f"{path}: not a microturn.model/1 config")
+    return ModelConfig.from_dict(data.get("model"))
+
+
+def from_pretrained(
+    directory: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> InteractionModel:
+    """Build the model a checkpoint folder describes and load its weights."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    cfg = load_config(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ValueError(f"{directory}: no {WEIGHTS_FILE}")
+    try:
+        tensors = load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{weights}: corrupt weights ({err})") from err
+    with torch.device(device):
+        model = InteractionModel(cfg)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{weights} does not match its config: missing {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+        )
+    for name, t in tensors.items():
+        if t.shape != expected[name].shape:
+            raise ValueError(
+                f"{weights}: {name} has shape {tuple(t.shape)}, config needs "
+                f"{tuple(expected[name].shape)}"
+            )
+        if not torch.isfinite(t.float()).all():
+            raise ValueError(f"{weights}: {name} holds NaN or Inf")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
+    return model.to(dtype)
+
+
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)

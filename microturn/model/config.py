@@ -1,0 +1,109 @@
+"""Model configuration and presets: one dataclass, no framework magic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from microturn.stream.layout import Layout
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the early-fusion transformer. The micro-turn layout is part of it: a
+    checkpoint only understands the slots it was trained on."""
+
+    layout: Layout = field(default_factory=Layout)
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 2  # grouped-query attention: fewer K/V heads keep the cache small
+    ffn: str = "moe"  # "moe" or "dense"
+    d_ff: int = 1024  # dense feed-forward width (ffn="dense")
+    n_experts: int = 4
+    top_k: int = 2
+    d_expert: int = 384
+    n_shared_experts: int = 0  # always-on experts beside the routed ones
+    aux_loss_weight: float = 0.01  # load-balancing loss (Switch Transformer style)
+    hmlp_width: int = 64  # channels inside the hMLP patch stem
+    rope_theta: float = 10_000.0
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layout, dict):  # from JSON
+            object.__setattr__(self, "layout", Layout.from_dict(self.layout))
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads")
+        if (self.d_model // self.n_heads) % 2:
+            raise ValueError("head dimension must be even for rotary embeddings")
+        if self.ffn not in ("moe", "dense"):
+            raise ValueError(f"ffn must be 'moe' or 'dense', got {self.ffn!r}")
+        if self.ffn == "moe" and not 1 <= self.top_k <= self.n_experts:
+            raise ValueError(f"top_k={self.top_k} must lie in 1..n_experts={self.n_experts}")
+        for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "d_expert"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["layout"] = self.layout.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"model config must be a JSON object, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model config fields: {unknown}")
+        try:
+            return cls(**d)
+        except TypeError as err:
+            raise ValueError(f"bad model config: {err}") from err
+
+    @classmethod
+    def preset(cls, name: str) -> ModelConfig:
+        try:
+            return PRESETS[name]
+        except KeyError:
+            raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}") from None
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # Trains on 2 CPU cores: ~8M parameters, ~5M active per token.
+    "tiny": ModelConfig(),
+    # A step up for a GPU or patient CPU: ~100M parameters.
+    "small": ModelConfig(
+        layout=Layout.preset("base"),
+        d_model=512,
+        n_layers=8,
+        n_heads=8,
+        n_kv_heads=4,
+        n_experts=8,
+        top_k=2,
+        d_expert=1024,
+        n_shared_experts=1,
+        hmlp_width=128,
+    ),
+    # The published scale of TML-Interaction-Small: ~276B parameters, ~12B active per
+    # token. Only ever instantiated on the meta device here.
+    "tml-small": ModelConfig(
+        layout=Layout.preset("base"),
+        d_model=5120,
+        n_layers=54,
+        n_heads=40,
+        n_kv_heads=8,
+        n_experts=128,
+        top_k=4,
+        d_expert=2560,
+        hmlp_width=512,
+    ),
+}

@@ -1,0 +1,90 @@
+"""Sampling per head: temperature, top-k and top-p, seeded per stream, deterministic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from microturn.codecs.text import ACTION_NAMES, N_BYTES, VOCAB_SIZE, Special
+from microturn.stream.layout import Track
+
+
+@dataclass(frozen=True)
+class HeadSampling:
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must lie in (0, 1]")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    text: HeadSampling = field(default_factory=lambda: HeadSampling(0.7, top_k=20))
+    action: HeadSampling = field(default_factory=lambda: HeadSampling(0.0))
+    audio: HeadSampling = field(default_factory=lambda: HeadSampling(0.6, top_p=0.9))
+
+    def for_track(self, track: Track) -> HeadSampling:
+        return {
+            Track.MODEL_TEXT: self.text,
+            Track.MODEL_ACTION: self.action,
+            Track.MODEL_AUDIO: self.audio,
+        }[track]
+
+
+def _allowed(track: Track) -> Tensor | None:
+    """Which ids a head may emit: text = bytes + PAD + EOM; action = PAD + actions."""
+    if track is Track.MODEL_AUDIO:
+        return None
+    ok = torch.zeros(VOCAB_SIZE, dtype=torch.bool)
+    if track is Track.MODEL_TEXT:
+        ok[:N_BYTES] = True
+        ok[Special.EOM] = True
+    ok[Special.PAD] = True
+    if track is Track.MODEL_ACTION:
+        ok[list(ACTION_NAMES)] = True
+    return ok
+
+
+_ALLOWED = {t: _allowed(t) for t in (Track.MODEL_TEXT, Track.MODEL_ACTION, Track.MODEL_AUDIO)}
+
+
+def sample(logits: Tensor, cfg: HeadSampling, generators: list[torch.Generator]) -> Tensor:
+    """logits [B, ..., C] -> ids [B, ...]; row b draws from generators[b] only, so a
+    stream's samples do not depend on which other streams share its batch."""
+    if cfg.temperature == 0:
+        return logits.argmax(-1)
+    x = logits.float() / cfg.temperature
+    if cfg.top_k:
+        kth = x.topk(min(cfg.top_k, x.shape[-1]), dim=-1).values[..., -1:]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if cfg.top_p < 1:
+        sorted_x, order = x.sort(dim=-1, descending=True)
+        cum = sorted_x.softmax(-1).cumsum(-1)
+        drop = cum - sorted_x.softmax(-1) > cfg.top_p  # keep the token that crosses top_p
+        sorted_x = sorted_x.masked_fill(drop, float("-inf"))
+        x = torch.full_like(x, float("-inf")).scatter(-1, order, sorted_x)
+    probs = x.softmax(-1)
+    out = torch.empty(probs.shape[:-1], dtype=torch.long, device=probs.device)
+    for b, gen in enumerate(generators):
+        rows = probs[b].reshape(-1, probs.shape[-1])
+        out[b] = torch.multinomial(rows, 1, generator=gen).reshape(out.shape[1:])
+    return out
+
+
+def sample_slot(
+    track: Track, logits: Tensor, cfg: SamplingConfig, generators: list[torch.Generator]
+) -> Tensor:
+    """Sample one output slot of `track`, masking ids that head may not emit."""
+    allowed = _ALLOWED[track]
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+    return sample(logits, cfg.for_track(track), generators)

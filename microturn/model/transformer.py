@@ -1,0 +1,482 @@
+"""The interaction model: one decoder-only transformer over interleaved micro-turns.
+
+Readable top to bottom (after nanoGPT's model.py): encoder-free embeddings of every
+track, rotary attention with an optional streaming cache, a mixture-of-experts
+feed-forward, and one head per output kind. The same modules run the training forward
+(a whole episode at once) and the streaming `step` (one micro-turn at a time against a
+preallocated cache); a test holds the two to the same logits.
+
+Prediction is next-slot: the hidden state at sequence position p predicts the slot at
+p + 1, and only output slots (model action, text, audio) are predicted; the user's
+tracks are context, never targets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor, nn
+
+from microturn.codecs import dmel
+from microturn.codecs.text import VOCAB_SIZE
+from microturn.model.cache import StreamState
+from microturn.model.config import ModelConfig
+from microturn.stream.layout import INPUT_TRACKS, OUTPUT_TRACKS, TRACK_KIND, SlotKind, Track
+
+AUDIO_VALUES = dmel.N_MELS * dmel.N_BINS  # one bag-embedding row per (channel, bin)
+
+
+# ---------------------------------------------------------------------------------
+# Embeddings: no pretrained encoder anywhere
+# ---------------------------------------------------------------------------------
+
+
+class HMLPStem(nn.Module):
+    """Hierarchical MLP patch stem (Touvron et al. 2022): a 40x40 patch is read as an
+    8x8 grid of 5x5 pixels, each mapped by a linear layer, then merged 2x2 three times
+    (8 -> 4 -> 2 -> 1) with a linear layer per merge. No mixing across patches."""
+
+    def __init__(self, width: int, d_model: int) -> None:
+        super().__init__()
+        self.pixel = nn.Linear(5 * 5 * 3, width)
+        self.merges = nn.ModuleList([nn.Linear(4 * width, width) for _ in range(2)])
+        self.out = nn.Linear(4 * width, d_model)
+        self.norms = nn.ModuleList([nn.LayerNorm(width) for _ in range(3)])
+
+    @staticmethod
+    def _merge(x: Tensor) -> Tensor:
+        """[..., G, G, C] -> [..., G/2, G/2, 4C]: concatenate 2x2 neighbours."""
+        *lead, g, _, c = x.shape
+        x = x.reshape(*lead, g // 2, 2, g // 2, 2, c).transpose(-4, -3)
+        return x.reshape(*lead, g // 2, g // 2, 4 * c)
+
+    def forward(self, patches: Tensor) -> Tensor:
+        """uint8 [..., 40, 40, 3] -> [..., d_model]."""
+        x = patches.float() / 127.5 - 1.0
+        *lead, _, _, _ = x.shape
+        x = x.reshape(*lead, 8, 5, 8, 5, 3).transpose(-4, -3).reshape(*lead, 8, 8, 75)
+        x = F.gelu(self.norms[0](self.pixel(x)))
+        for merge, norm in zip(self.merges, self.norms[1:], strict=True):
+            x = F.gelu(norm(merge(self._merge(x))))
+        return self.out(self._merge(x)).reshape(*lead, -1)
+
+
+class Embedder(nn.Module):
+    """Every track to vectors: dMel through a bag of embeddings, patches through the
+    hMLP stem, tokens through a table; plus one learned embedding per slot of the
+    micro-turn (which tells tracks and slots apart)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        lay = cfg.layout
+        self.layout = lay
+        self.audio_group = lay.audio_group
+        # One table over (frame offset, channel, bin); a slot's vector is the sum of its
+        # k * 80 rows, scaled so its size does not grow with k * 80.
+        self.audio_bag = nn.EmbeddingBag(lay.audio_group * AUDIO_VALUES, cfg.d_model, mode="sum")
+        self.audio_scale = 1.0 / math.sqrt(lay.audio_group * dmel.N_MELS)
+        offsets = torch.arange(lay.audio_group * dmel.N_MELS) * dmel.N_BINS
+        self.register_buffer("audio_offsets", offsets, persistent=False)
+        self.tokens = nn.Embedding(VOCAB_SIZE, cfg.d_model)
+        self.hmlp = HMLPStem(cfg.hmlp_width, cfg.d_model) if lay.video_size else None
+        self.slots = nn.Embedding(lay.slots_per_turn, cfg.d_model)
+        self.absent_audio = nn.Parameter(torch.zeros(cfg.d_model))
+        self.absent_video = nn.Parameter(torch.zeros(cfg.d_model))
+        starts = {t: lay.track_slice(t).start for t in Track}
+        self._slot_start = starts
+
+    def audio(self, bins: Tensor) -> Tensor:
+        """Bins [..., k, 80] -> [..., d]."""
+        lead = bins.shape[:-2]
+        idx = bins.reshape(-1, self.audio_group * dmel.N_MELS).long() + self.audio_offsets
+        return (self.audio_bag(idx) * self.audio_scale).reshape(*lead, -1)
+
+    def track(self, track: Track, values: Tensor, present: Tensor | None = None) -> Tensor:
+        """Values of one track [B, N, slots, ...] -> [B, N, slots, d] (no slot embedding)."""
+        kind = TRACK_KIND[track]
+        if kind is SlotKind.TOKEN:
+            return self.tokens(values.long())
+        if kind is SlotKind.AUDIO:
+            x = self.audio(values)
+            if present is not None:  # [B, N]: a lost micro-turn gets the "absent" vector
+                x = torch.where(present[..., None, None], x, self.absent_audio)
+            return x
+        assert self.hmlp is not None
+        x = self.hmlp(values)
+        if present is not None:  # [B, N, frames] -> per patch
+            per_patch = present.repeat_interleave(self.layout.patches_per_frame, dim=-1)
+            x = torch.where(per_patch[..., None], x, self.absent_video)
+        return x
+
+    def inputs(self, batch: dict[str, Tensor]) -> dict[Track, Tensor]:
+        out = {}
+        for t in INPUT_TRACKS:
+            if self.layout.slots(t) == 0:
+                continue
+            present = batch.get(f"{t.value}_present")
+            out[t] = self.track(t, batch[t.value], present)
+        return out
+
+    def add_slots(self, x: Tensor, first_slot: int) -> Tensor:
+        """Add the slot embeddings of slots first_slot.. to x [B, N*n, d] (n per turn)."""
+        n = x.shape[1]
+        per_turn = self.layout.slots_per_turn
+        idx = (torch.arange(n, device=x.device) % per_turn) + first_slot
+        if first_slot and n > per_turn - first_slot:
+            raise ValueError("add_slots with an offset covers at most one micro-turn")
+        return x + self.slots(idx)
+
+    def slot_of(self, track: Track, index: int) -> int:
+        return self._slot_start[track] + index
+
+
+# ---------------------------------------------------------------------------------
+# Attention with rotary positions and a streaming cache
+# ---------------------------------------------------------------------------------
+
+
+def rotary(x: Tensor, positions: Tensor, theta: float) -> Tensor:
+    """Rotate pairs of channels by angles proportional to each token's position.
+
+    x [B, T, H, D], positions [B, T] (int). Angles are computed in float64 so that
+    positions hours into a conversation stay exact.
+    """
+    d = x.shape[-1]
+    inv_freq = theta ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float64) / d)
+    angles = positions.to(torch.float64)[..., None] * inv_freq  # [B, T, D/2]
+    cos = angles.cos().to(x.dtype)[:, :, None, :]
+    sin = angles.sin().to(x.dtype)[:, :, None, :]
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.theta = cfg.rope_theta
+        self.q = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
+        self.kv = nn.Linear(cfg.d_model, 2 * cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.out = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        self.dropout = cfg.dropout
+
+    def forward(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        cache: StreamState | None = None,
+        layer: int = 0,
+    ) -> Tensor:
+        b, t, _ = x.shape
+        q = rotary(self.q(x).view(b, t, self.n_heads, self.head_dim), positions, self.theta)
+        k, v = self.kv(x).view(b, t, 2, self.n_kv, self.head_dim).unbind(2)
+        k = rotary(k, positions, self.theta)
+        if cache is None:
+            mask, causal = None, True
+        else:
+            k, v, mask = cache.attend(layer, k, v)
+            causal = False
+        rep = self.n_heads // self.n_kv
+        q = q.transpose(1, 2)
+        k = k.transpose(1, 2).repeat_interleave(rep, dim=1)
+        v = v.transpose(1, 2).repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=causal,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out(y.transpose(1, 2).reshape(b, t, -1))
+
+
+# ---------------------------------------------------------------------------------
+# Feed-forward: dense SwiGLU or a mixture of experts
+# ---------------------------------------------------------------------------------
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(d_model, hidden, bias=False)
+        self.up = nn.Linear(d_model, hidden, bias=False)
+        self.down = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class MoE(nn.Module):
+    """Top-k routed experts (+ optional shared experts), dropless: every token gets its
+    k experts whatever the batch, so streaming and training compute the same thing.
+
+    Experts run as gather + matmul per expert (the small-batch decode shape), and the
+    Switch-style auxiliary loss pushes the router towards an even load.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d, h, e = cfg.d_model, cfg.d_expert, cfg.n_experts
+        self.top_k, self.n_experts = cfg.top_k, e
+        self.router = nn.Linear(d, e, bias=False)
+        self.w_gate = nn.Parameter(torch.empty(e, d, h))
+        self.w_up = nn.Parameter(torch.empty(e, d, h))
+        self.w_down = nn.Parameter(torch.empty(e, h, d))
+        self.shared = SwiGLU(d, h * cfg.n_shared_experts) if cfg.n_shared_experts else None
+        self.register_buffer("load", torch.zeros(e), persistent=False)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        probs = self.router(flat).float().softmax(dim=-1)
+        weights, chosen = probs.topk(self.top_k, dim=-1)
+        weights = (weights / weights.sum(-1, keepdim=True)).to(x.dtype)
+        out = torch.zeros_like(flat)
+        for e in range(self.n_experts):
+            token, which = (chosen == e).nonzero(as_tuple=True)
+            if token.numel() == 0:
+                continue
+            h = flat[token]
+            y = (F.silu(h @ self.w_gate[e]) * (h @ self.w_up[e])) @ self.w_down[e]
+            out.index_add_(0, token, y * weights[token, which, None])
+        if self.shared is not None:
+            out = out + self.shared(flat)
+        load = torch.bincount(chosen.flatten(), minlength=self.n_experts).float()
+        load = load / max(1, chosen.numel())
+        self.load = load.detach()
+        aux = self.n_experts * (load * probs.mean(0)).sum()
+        return out.reshape(shape), aux
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.norm2 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.ffn: nn.Module = MoE(cfg) if cfg.ffn == "moe" else SwiGLU(cfg.d_model, cfg.d_ff)
+
+    def forward(
+        self, x: Tensor, positions: Tensor, cache: StreamState | None, layer: int
+    ) -> tuple[Tensor, Tensor]:
+        x = x + self.attn(self.norm1(x), positions, cache, layer)
+        h = self.norm2(x)
+        if isinstance(self.ffn, MoE):
+            y, aux = self.ffn(h)
+        else:
+            y, aux = self.ffn(h), h.new_zeros(())
+        return x + y, aux
+
+
+# ---------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Logits:
+    """Logits of every output slot: action / text [B, N, slots, vocab], audio
+    [B, N, slots, k, 80, 16]."""
+
+    model_action: Tensor
+    model_text: Tensor
+    model_audio: Tensor
+
+    def track(self, track: Track) -> Tensor:
+        return getattr(self, track.value)
+
+
+class InteractionModel(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.layout = cfg.layout
+        self.embed = Embedder(cfg)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        k = cfg.layout.audio_group
+        self.heads = nn.ModuleDict(
+            {
+                Track.MODEL_ACTION.value: nn.Linear(cfg.d_model, VOCAB_SIZE, bias=False),
+                Track.MODEL_TEXT.value: nn.Linear(cfg.d_model, VOCAB_SIZE, bias=False),
+                Track.MODEL_AUDIO.value: nn.Linear(cfg.d_model, k * AUDIO_VALUES, bias=False),
+            }
+        )
+        if not any(p.is_meta for p in self.parameters()):
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 style init: N(0, 0.02), residual projections scaled by depth."""
+        std = 0.02
+        for name, p in self.named_parameters():
+            if p.dim() < 2 or "norm" in name:
+                if name.endswith("absent_audio") or name.endswith("absent_video"):
+                    nn.init.normal_(p, std=std)
+                continue
+            scale = std / math.sqrt(2 * self.cfg.n_layers) if _is_residual(name) else std
+            nn.init.normal_(p, std=scale)
+        for m in self.modules():
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    # ---- training forward ----------------------------------------------------------
+    def forward(
+        self, batch: dict[str, Tensor], first_turn: int | Tensor = 0
+    ) -> tuple[Logits, Tensor]:
+        """Whole micro-turn sequences at once. batch: per-track tensors [B, N, ...]
+        (see `microturn.model.batch`). Returns output-slot logits and the MoE aux loss."""
+        from microturn.model.batch import validate_batch
+
+        lay = self.layout
+        validate_batch(batch, lay)
+        b, n = batch[Track.USER_AUDIO.value].shape[:2]
+        per_track = self.embed.inputs(batch)
+        for t in OUTPUT_TRACKS:
+            per_track[t] = self.embed.track(t, batch[t.value])
+        flat = {t: x.flatten(0, 1) for t, x in per_track.items()}
+        x = lay.interleave(flat).view(b, n * lay.slots_per_turn, -1)
+        x = self.embed.add_slots(x, 0)
+        first = torch.as_tensor(first_turn, device=x.device).reshape(-1, 1)
+        positions = first * lay.slots_per_turn + torch.arange(x.shape[1], device=x.device)
+        positions = positions.expand(b, -1)
+        h, aux = self._blocks(x, positions, None)
+        h = h.view(b, n, lay.slots_per_turn, -1)
+        predictors = h[:, :, lay.input_slots - 1 : lay.slots_per_turn - 1]
+        return self._heads(predictors), aux
+
+    def _blocks(
+        self, x: Tensor, positions: Tensor, cache: StreamState | None
+    ) -> tuple[Tensor, Tensor]:
+        aux = x.new_zeros(())
+        for i, block in enumerate(self.blocks):
+            x, a = block(x, positions, cache, i)
+            aux = aux + a
+        return self.norm(x), aux / max(1, len(self.blocks))
+
+    def _heads(self, predictors: Tensor) -> Logits:
+        """Hidden states that predict output slots [B, N, O, d] -> logits per track."""
+        lay = self.layout
+        out = {}
+        start = 0
+        for t in OUTPUT_TRACKS:
+            n = lay.slots(t)
+            logits = self.heads[t.value](predictors[:, :, start : start + n])
+            if t is Track.MODEL_AUDIO:
+                logits = logits.unflatten(-1, (lay.audio_group, dmel.N_MELS, dmel.N_BINS))
+            out[t.value] = logits
+            start += n
+        return Logits(**out)
+
+    # ---- streaming -----------------------------------------------------------------
+    def new_state(
+        self, batch_size: int, capacity_turns: int, seeds: list[int] | None = None
+    ) -> StreamState:
+        """Preallocate the cache of `batch_size` streams for `capacity_turns` micro-turns."""
+        p = next(self.parameters())
+        return StreamState.allocate(
+            batch_size=batch_size,
+            n_layers=self.cfg.n_layers,
+            capacity=capacity_turns * self.layout.slots_per_turn,
+            n_kv_heads=self.cfg.n_kv_heads,
+            head_dim=self.cfg.head_dim,
+            slots_per_turn=self.layout.slots_per_turn,
+            dtype=p.dtype,
+            device=p.device,
+            seeds=seeds,
+        )
+
+    def _advance(self, x: Tensor, state: StreamState, first_slot: int) -> Tensor:
+        """Run x [B, T, d] (slots first_slot.. of the current turn) against the cache."""
+        x = self.embed.add_slots(x, first_slot)
+        t = x.shape[1]
+        positions = state.turn_positions(first_slot, t)
+        h, _ = self._blocks(x, positions, state.begin(t))
+        state.commit(t)
+        return h
+
+    @torch.no_grad()
+    def step(
+        self,
+        state: StreamState,
+        inputs: dict[str, Tensor],
+        *,
+        sampling: object | None = None,
+        teacher: dict[str, Tensor] | None = None,
+    ) -> StepResult:
+        """One micro-turn for every stream in `state`: consume the input slots, then
+        generate the output slots one by one (or take them from `teacher`).
+
+        inputs: input tracks [B, 1, ...]; teacher: output tracks [B, 1, ...].
+        """
+        from microturn.model.batch import validate_batch
+        from microturn.model.sampling import SamplingConfig, sample_slot
+
+        lay = self.layout
+        validate_batch(inputs, lay, tracks=INPUT_TRACKS, batch_size=state.batch_size, turns=1)
+        if teacher is not None:
+            validate_batch(teacher, lay, tracks=OUTPUT_TRACKS, batch_size=state.batch_size, turns=1)
+        sampling = sampling or SamplingConfig()
+        state.check_room(lay.slots_per_turn)  # before any write: a full cache changes nothing
+        per_track = self.embed.inputs(inputs)
+        x = lay.interleave({t: v.flatten(0, 1) for t, v in per_track.items()}, INPUT_TRACKS)
+        h = self._advance(x.view(state.batch_size, lay.input_slots, -1), state, 0)
+        last = h[:, -1:]
+        values: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
+        logits: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
+        slot = lay.input_slots
+        for t, i in lay.output_slots():
+            logit = self.heads[t.value](last)[:, 0]
+            if t is Track.MODEL_AUDIO:
+                logit = logit.unflatten(-1, (lay.audio_group, dmel.N_MELS, dmel.N_BINS))
+            if teacher is not None:
+                value = teacher[t.value][:, 0, i]
+            else:
+                value = sample_slot(t, logit, sampling, state.generators)
+            logits[t].append(logit)
+            values[t].append(value)
+            emb = self.embed.track(t, value[:, None, None])[:, 0]
+            last = self._advance(emb, state, slot)
+            slot += 1
+        state.end_turn()
+        return StepResult(
+            **{t.value: torch.stack(values[t], 1) for t in OUTPUT_TRACKS},
+            logits=Logits(**{t.value: torch.stack(logits[t], 1)[:, None] for t in OUTPUT_TRACKS}),
+        )
+
+    def expert_load(self) -> Tensor | None:
+        """Share of routed tokens per expert in each layer's last forward [L, E]."""
+        loads = [b.ffn.load for b in self.blocks if isinstance(b.ffn, MoE)]
+        return torch.stack(loads) if loads else None
+
+
+@dataclass
+class StepResult:
+    """What one micro-turn produced per stream: action / text ids [B, slots], audio bins
+    [B, slots, k, 80], and the logits they came from ([B, 1, slots, ...])."""
+
+    model_action: Tensor
+    model_text: Tensor
+    model_audio: Tensor
+    logits: Logits
+
+
+def _is_residual(name: str) -> bool:
+    return name.endswith("attn.out.weight") or name.endswith("down.weight") or "w_down" in name
+
+
+def count_parameters(model: InteractionModel) -> tuple[int, int]:
+    """(total, active per token): active counts top_k of n_experts routed experts."""
+    total = sum(p.numel() for p in model.parameters())
+    inactive = 0
+    cfg = model.cfg
+    for block in model.blocks:
+        if isinstance(block.ffn, MoE):
+            per_expert = (
+                block.ffn.w_gate.numel() + block.ffn.w_up.numel() + block.ffn.w_down.numel()
+            ) // cfg.n_experts
+            inactive += (cfg.n_experts - cfg.top_k) * per_expert
+    return total, total - inactive

@@ -1,0 +1,307 @@
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from microturn.model import (
+    InteractionModel,
+    ModelConfig,
+    SamplingConfig,
+    count_parameters,
+    from_pretrained,
+    output_losses,
+    save_pretrained,
+    to_batch,
+)
+from microturn.stream.layout import INPUT_TRACKS, OUTPUT_TRACKS, Layout, MicroTurns
+
+TINY = ModelConfig.preset("tiny")
+INPUT_KEYS = [t.value for t in INPUT_TRACKS] + ["user_audio_present", "user_video_present"]
+OUTPUT_KEYS = [t.value for t in OUTPUT_TRACKS]
+
+
+def random_turns(layout: Layout, n: int, seed: int) -> MicroTurns:
+    rng = np.random.default_rng(seed)
+    mt = MicroTurns.empty(layout, n)
+    for name in ("user_audio", "model_audio"):
+        getattr(mt, name)[:] = rng.integers(0, 16, getattr(mt, name).shape)
+    mt.user_video[:] = rng.integers(0, 256, mt.user_video.shape)
+    mt.user_video_present[:] = rng.random(mt.user_video_present.shape) > 0.3
+    mt.user_audio_present[:] = rng.random(n) > 0.2
+    for name in ("user_text", "background", "model_text"):
+        getattr(mt, name)[:] = rng.integers(0, 259, getattr(mt, name).shape)
+    mt.model_action[:] = rng.choice([256, 259], mt.model_action.shape)
+    return mt
+
+
+def split(batch: dict, t: int) -> tuple[dict, dict]:
+    inputs = {k: batch[k][:, t : t + 1] for k in INPUT_KEYS}
+    teacher = {k: batch[k][:, t : t + 1] for k in OUTPUT_KEYS}
+    return inputs, teacher
+
+
+def make_model(cfg: ModelConfig = TINY, seed: int = 0) -> InteractionModel:
+    torch.manual_seed(seed)
+    return InteractionModel(cfg).eval()
+
+
+def test_parameter_counts() -> None:
+    total, active = count_parameters(make_model())
+    assert total <= 10_000_000 and active < total
+    with torch.device("meta"):
+        big = InteractionModel(ModelConfig.preset("tml-small"))
+    total, active = count_parameters(big)
+    assert abs(total / 276e9 - 1) < 0.05, total
+    assert abs(active / 12e9 - 1) < 0.05, active
+    small_total, _ = count_parameters(make_model(ModelConfig.preset("small")))
+    assert 10_000_000 < small_total < 300_000_000
+
+
+@pytest.mark.parametrize("ffn", ["moe", "dense"])
+def test_streaming_step_matches_full_forward(ffn: str) -> None:
+    cfg = replace(TINY, ffn=ffn, n_shared_experts=1 if ffn == "moe" else 0)
+    model = make_model(cfg)
+    n = 7
+    batch = to_batch([random_turns(cfg.layout, n, 1), random_turns(cfg.layout, n, 2)])
+    with torch.no_grad():
+        full, _ = model(batch)
+    state = model.new_state(2, capacity_turns=n)
+    for t in range(n):
+        inputs, teacher = split(batch, t)
+        result = model.step(state, inputs, teacher=teacher)
+        for track in OUTPUT_TRACKS:
+            got = result.logits.track(track)[:, 0]
+            want = full.track(track)[:, t]
+            assert torch.allclose(got, want, atol=1e-4, rtol=0), (track, t)
+    assert state.lengths.tolist() == [n * cfg.layout.slots_per_turn] * 2
+
+
+def test_streams_of_different_lengths_step_together() -> None:
+    model = make_model()
+    lay = TINY.layout
+    turns = [random_turns(lay, 6, s) for s in range(3)]
+    fulls = []
+    with torch.no_grad():
+        for mt in turns:
+            fulls.append(model(to_batch(mt))[0])
+    batches = [to_batch(mt) for mt in turns]
+    state = model.new_state(3, capacity_turns=8)
+    done = [0, 0, 0]
+
+    def step(rows: list[int]) -> None:
+        inputs = {
+            k: torch.cat([split(batches[r], done[r])[0][k] for r in rows]) for k in INPUT_KEYS
+        }
+        teacher = {
+            k: torch.cat([split(batches[r], done[r])[1][k] for r in rows]) for k in OUTPUT_KEYS
+        }
+        view = state if rows == [0, 1, 2] else state.select(rows)
+        result = model.step(view, inputs, teacher=teacher)
+        for j, r in enumerate(rows):
+            for track in OUTPUT_TRACKS:
+                got = result.logits.track(track)[j, 0]
+                want = fulls[r].track(track)[0, done[r]]
+                assert torch.allclose(got, want, atol=1e-4, rtol=0), (r, done[r], track)
+            done[r] += 1
+
+    for _ in range(3):
+        step([0])
+    step([2])
+    for _ in range(3):
+        step([0, 1, 2])  # three streams at three different lengths in one batch
+    step([1, 2])
+    assert done == [6, 4, 5]
+    s = lay.slots_per_turn
+    assert state.lengths.tolist() == [6 * s, 4 * s, 5 * s]
+    assert state.turns.tolist() == [6, 4, 5]
+
+
+def test_positions_advance_the_same_every_turn() -> None:
+    model = make_model()
+    state = model.new_state(1, capacity_turns=4)
+    mt = random_turns(TINY.layout, 3, 0)
+    b = to_batch(mt)
+    seen = []
+    for t in range(3):
+        seen.append(state.turn_positions(0, 1).item())
+        model.step(state, split(b, t)[0])
+    assert np.diff(seen).tolist() == [TINY.layout.slots_per_turn] * 2
+
+
+def test_sampling_is_seeded_and_per_stream() -> None:
+    model = make_model()
+    b = to_batch([random_turns(TINY.layout, 2, 0)] * 2)
+    hot = SamplingConfig()
+
+    def run(seeds: list[int]) -> list:
+        state = model.new_state(len(seeds), capacity_turns=2, seeds=seeds)
+        outs = []
+        for t in range(2):
+            inputs = {k: v[: len(seeds)] for k, v in split(b, t)[0].items()}
+            r = model.step(state, inputs, sampling=hot)
+            outs.append((r.model_text.clone(), r.model_audio.clone()))
+        return outs
+
+    a, again, other = run([5, 6]), run([5, 6]), run([7, 6])
+    for (ta, aa), (tb, ab) in zip(a, again, strict=True):
+        assert torch.equal(ta, tb) and torch.equal(aa, ab)
+    assert any(not torch.equal(x[1][0], y[1][0]) for x, y in zip(a, other, strict=True))
+    # stream 1 (seed 6) samples the same whatever stream 0 does
+    for x, y in zip(a, other, strict=True):
+        assert torch.equal(x[1][1], y[1][1])
+    alone = run([6])
+    for x, y in zip(a, alone, strict=True):
+        assert torch.equal(x[1][1], y[1][0])
+
+
+def test_sampled_outputs_are_in_range() -> None:
+    model = make_model()
+    b = to_batch(random_turns(TINY.layout, 1, 0))
+    r = model.step(model.new_state(1, 1), split(b, 0)[0])
+    assert r.model_audio.shape == (1, 4, 4, 80) and int(r.model_audio.max()) < 16
+    assert set(r.model_action.flatten().tolist()) <= {256, 259}
+    assert not set(r.model_text.flatten().tolist()) & {257, 259}  # never MISSING or an action
+
+
+def test_losses_and_expert_load() -> None:
+    model = make_model()
+    model.train()
+    batch = to_batch([random_turns(TINY.layout, 4, s) for s in range(2)])
+    logits, aux = model(batch)
+    losses = output_losses(logits, batch)
+    assert set(losses) == set(OUTPUT_KEYS)
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["model_text"].item() == pytest.approx(
+        np.log(272), rel=0.1
+    )  # near-uniform at init
+    load = model.expert_load()
+    assert load.shape == (TINY.n_layers, TINY.n_experts)
+    assert torch.allclose(load.sum(-1), torch.ones(TINY.n_layers))
+    assert aux.item() > 0
+    (sum(losses.values()) + aux).backward()
+    assert model.embed.audio_bag.weight.grad.abs().sum() > 0
+    assert model.embed.hmlp.pixel.weight.grad.abs().sum() > 0
+
+
+def test_few_steps_reduce_loss_on_a_fixed_batch() -> None:
+    model = make_model()
+    model.train()
+    batch = to_batch([random_turns(TINY.layout, 3, s) for s in range(2)])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(8):
+        logits, aux = model(batch)
+        loss = sum(output_losses(logits, batch).values()) + 0.01 * aux
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first * 0.8
+
+
+def test_save_and_load(tmp_path) -> None:
+    model = make_model()
+    save_pretrained(model, tmp_path / "ckpt")
+    loaded = from_pretrained(tmp_path / "ckpt")
+    b = to_batch(random_turns(TINY.layout, 2, 0))
+    with torch.no_grad():
+        assert torch.equal(model(b)[0].model_text, loaded(b)[0].model_text)
+    save_pretrained(model, tmp_path / "half", dtype=torch.float16)
+    half = (tmp_path / "half" / "model.safetensors").stat().st_size
+    assert half < 0.6 * (tmp_path / "ckpt" / "model.safetensors").stat().st_size
+    with torch.no_grad():
+        diff = from_pretrained(tmp_path / "half")(b)[0].model_text - model(b)[0].model_text
+    assert diff.abs().max() < 1e-2
+
+
+def test_bad_checkpoints(tmp_path) -> None:
+    model = make_model()
+    ck = save_pretrained(model, tmp_path / "c")
+    with pytest.raises(ValueError, match=r"no config\.json"):
+        from_pretrained(tmp_path / "nothing")
+    weights = (ck / "model.safetensors").read_bytes()
+    (ck / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ValueError, match="corrupt weights"):
+        from_pretrained(ck)
+    (ck / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="corrupt weights"):
+        from_pretrained(ck)
+    (ck / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"no model\.safetensors"):
+        from_pretrained(ck)
+    ck = save_pretrained(model, tmp_path / "d")
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg["model"]["d_model"] = 128
+    cfg["model"]["n_heads"] = 2
+    (ck / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="shape"):
+        from_pretrained(ck)
+    cfg["model"]["n_layers"] = 5
+    cfg["model"]["d_model"] = 256
+    cfg["model"]["n_heads"] = 4
+    (ck / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="missing"):
+        from_pretrained(ck)
+    cfg["model"]["wings"] = 2
+    (ck / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="unknown model config fields"):
+        from_pretrained(ck)
+    (ck / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt config"):
+        from_pretrained(ck)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda b: b.pop("user_text"), "missing track 'user_text'"),
+        (lambda b: b.update(user_text=b["user_text"][..., :1]), r"user_text: shape"),
+        (lambda b: b.update(user_audio=b["user_audio"].float()), "integer type"),
+        (lambda b: b.update(user_text=b["user_text"] + 1000), r"values must lie in 0\.\.271"),
+        (lambda b: b.update(user_audio=b["user_audio"] + 16), r"values must lie in 0\.\.15"),
+        (lambda b: b.update(user_video=b["user_video"][:, :, :2]), "user_video: shape"),
+        (lambda b: b.update(user_audio_present=b["user_audio_present"].long()), "expected bool"),
+    ],
+)
+def test_bad_step_inputs(mutate, match: str) -> None:
+    model = make_model()
+    inputs, _ = split(to_batch(random_turns(TINY.layout, 1, 0)), 0)
+    mutate(inputs)
+    state = model.new_state(1, 2)
+    with pytest.raises(ValueError, match=match):
+        model.step(state, inputs)
+    assert state.lengths.item() == 0  # nothing was written
+
+
+def test_wrong_batch_size_and_full_cache() -> None:
+    model = make_model()
+    inputs, _ = split(to_batch(random_turns(TINY.layout, 1, 0)), 0)
+    with pytest.raises(ValueError, match="shape"):
+        model.step(model.new_state(2, 2), inputs)
+    state = model.new_state(1, 1)
+    model.step(state, inputs)
+    with pytest.raises(ValueError, match="cache full"):
+        model.step(state, inputs)
+    assert state.turns.item() == 1
+
+
+def test_bad_configs() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(d_model=250)
+    with pytest.raises(ValueError, match="top_k"):
+        ModelConfig(top_k=5)
+    with pytest.raises(ValueError, match="ffn"):
+        ModelConfig(ffn="sparse")
+    with pytest.raises(ValueError, match="unknown preset"):
+        ModelConfig.preset("huge")
+    assert ModelConfig.from_dict(TINY.to_dict()) == TINY
+
+
+def test_forward_checks_its_batch() -> None:
+    model = make_model()
+    batch = to_batch(random_turns(TINY.layout, 2, 0))
+    batch["model_text"] = batch["model_text"][:, :1]
+    with pytest.raises(ValueError, match="model_text: shape"):
+        model(batch)
