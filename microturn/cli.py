@@ -59,6 +59,12 @@ def _build_parser() -> argparse.ArgumentParser:
     layout.add_argument("--preset", default="tiny")
     layout.set_defaults(run=_cmd_layout)
 
+    bench = sub.add_parser("bench", help="measure and write reports").add_subparsers(title="bench")
+    bm = bench.add_parser("model", help="parameter counts, step time, training throughput")
+    bm.add_argument("--out", type=Path, default=Path("out/bench"))
+    bm.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
+    bm.set_defaults(run=_cmd_bench_model)
+
     demo = sub.add_parser("demo", help="the main job on a fresh machine")
     demo.add_argument("--out", type=Path, default=Path("demo-out"))
     demo.set_defaults(run=_cmd_demo)
@@ -173,6 +179,16 @@ def _cmd_layout(args: argparse.Namespace) -> int:
     from microturn.stream.layout import Layout
 
     print(Layout.preset(args.preset).describe())
+    return 0
+
+
+def _cmd_bench_model(args: argparse.Namespace) -> int:
+    from microturn.bench import model_bench
+    from microturn.bench.report import markdown_table
+
+    data = model_bench.run(args.out, quick=args.quick)
+    print(markdown_table(data["presets"], model_bench.COLUMNS))
+    print(f"\nwrote {args.out}/model.json and {args.out}/model.md")
     return 0
 
 

@@ -138,17 +138,20 @@ class Embedder(nn.Module):
 # ---------------------------------------------------------------------------------
 
 
-def rotary(x: Tensor, positions: Tensor, theta: float) -> Tensor:
-    """Rotate pairs of channels by angles proportional to each token's position.
+def rotary_angles(
+    positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """cos / sin [B, T, 1, D/2] for integer positions [B, T], computed once per forward
+    and shared by every layer. float64 keeps positions hours into a conversation exact."""
+    inv_freq = theta ** (
+        -torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float64) / head_dim
+    )
+    angles = positions.to(torch.float64)[..., None] * inv_freq
+    return angles.cos().to(dtype)[:, :, None, :], angles.sin().to(dtype)[:, :, None, :]
 
-    x [B, T, H, D], positions [B, T] (int). Angles are computed in float64 so that
-    positions hours into a conversation stay exact.
-    """
-    d = x.shape[-1]
-    inv_freq = theta ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float64) / d)
-    angles = positions.to(torch.float64)[..., None] * inv_freq  # [B, T, D/2]
-    cos = angles.cos().to(x.dtype)[:, :, None, :]
-    sin = angles.sin().to(x.dtype)[:, :, None, :]
+
+def rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate channel pairs of x [B, T, H, D] by position-proportional angles."""
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
@@ -157,7 +160,6 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.theta = cfg.rope_theta
         self.q = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
         self.kv = nn.Linear(cfg.d_model, 2 * cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.out = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
@@ -166,30 +168,27 @@ class Attention(nn.Module):
     def forward(
         self,
         x: Tensor,
-        positions: Tensor,
+        rope: tuple[Tensor, Tensor],
         cache: StreamState | None = None,
         layer: int = 0,
     ) -> Tensor:
         b, t, _ = x.shape
-        q = rotary(self.q(x).view(b, t, self.n_heads, self.head_dim), positions, self.theta)
+        q = rotary(self.q(x).view(b, t, self.n_heads, self.head_dim), *rope)
         k, v = self.kv(x).view(b, t, 2, self.n_kv, self.head_dim).unbind(2)
-        k = rotary(k, positions, self.theta)
+        k = rotary(k, *rope)
         if cache is None:
             mask, causal = None, True
         else:
             k, v, mask = cache.attend(layer, k, v)
             causal = False
-        rep = self.n_heads // self.n_kv
-        q = q.transpose(1, 2)
-        k = k.transpose(1, 2).repeat_interleave(rep, dim=1)
-        v = v.transpose(1, 2).repeat_interleave(rep, dim=1)
         y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
             attn_mask=mask,
             is_causal=causal,
             dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.n_heads != self.n_kv,
         )
         return self.out(y.transpose(1, 2).reshape(b, t, -1))
 
@@ -235,18 +234,25 @@ class MoE(nn.Module):
         probs = self.router(flat).float().softmax(dim=-1)
         weights, chosen = probs.topk(self.top_k, dim=-1)
         weights = (weights / weights.sum(-1, keepdim=True)).to(x.dtype)
+        # Sort the (token, choice) pairs by expert: each expert then reads one contiguous
+        # run of tokens (gather), and only experts that got tokens run at all.
+        order = chosen.flatten().argsort(stable=True)
+        counts = torch.bincount(chosen.flatten(), minlength=self.n_experts)
+        token_of = order // self.top_k
+        gathered = flat[token_of]
+        w = weights.flatten()[order, None]
         out = torch.zeros_like(flat)
-        for e in range(self.n_experts):
-            token, which = (chosen == e).nonzero(as_tuple=True)
-            if token.numel() == 0:
+        start = 0
+        for e, n in enumerate(counts.tolist()):
+            if n == 0:
                 continue
-            h = flat[token]
+            h = gathered[start : start + n]
             y = (F.silu(h @ self.w_gate[e]) * (h @ self.w_up[e])) @ self.w_down[e]
-            out.index_add_(0, token, y * weights[token, which, None])
+            out.index_add_(0, token_of[start : start + n], y * w[start : start + n])
+            start += n
         if self.shared is not None:
             out = out + self.shared(flat)
-        load = torch.bincount(chosen.flatten(), minlength=self.n_experts).float()
-        load = load / max(1, chosen.numel())
+        load = counts.float() / max(1, chosen.numel())
         self.load = load.detach()
         aux = self.n_experts * (load * probs.mean(0)).sum()
         return out.reshape(shape), aux
@@ -261,9 +267,9 @@ class Block(nn.Module):
         self.ffn: nn.Module = MoE(cfg) if cfg.ffn == "moe" else SwiGLU(cfg.d_model, cfg.d_ff)
 
     def forward(
-        self, x: Tensor, positions: Tensor, cache: StreamState | None, layer: int
+        self, x: Tensor, rope: tuple[Tensor, Tensor], cache: StreamState | None, layer: int
     ) -> tuple[Tensor, Tensor]:
-        x = x + self.attn(self.norm1(x), positions, cache, layer)
+        x = x + self.attn(self.norm1(x), rope, cache, layer)
         h = self.norm2(x)
         if isinstance(self.ffn, MoE):
             y, aux = self.ffn(h)
@@ -352,8 +358,9 @@ class InteractionModel(nn.Module):
         self, x: Tensor, positions: Tensor, cache: StreamState | None
     ) -> tuple[Tensor, Tensor]:
         aux = x.new_zeros(())
+        rope = rotary_angles(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         for i, block in enumerate(self.blocks):
-            x, a = block(x, positions, cache, i)
+            x, a = block(x, rope, cache, i)
             aux = aux + a
         return self.norm(x), aux / max(1, len(self.blocks))
 

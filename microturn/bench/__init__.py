@@ -1,0 +1,1 @@
+"""Benchmarks: measured figures written as JSON + markdown (docs/benchmarks.md quotes them)."""
