@@ -55,7 +55,7 @@ def step_times(
     lay = model.layout
     batch = to_batch([random_turns(lay, warmup + turns, s) for s in range(streams)])
     keys = [t.value for t in INPUT_TRACKS] + ["user_audio_present", "user_video_present"]
-    state = model.new_state(streams, capacity_turns=warmup + turns)
+    state = model.new_state(streams)
     times = []
     for t in range(warmup + turns):
         inputs = {k: batch[k][:, t : t + 1] for k in keys}

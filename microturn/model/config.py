@@ -26,6 +26,15 @@ class ModelConfig:
     n_shared_experts: int = 0  # always-on experts beside the routed ones
     aux_loss_weight: float = 0.01  # load-balancing loss (Switch Transformer style)
     hmlp_width: int = 64  # channels inside the hMLP patch stem
+    # The depth decoder writes one micro-turn's output slots from the main model's state
+    # (moshi's depth transformer idea): one long-context forward per micro-turn.
+    depth_layers: int = 2
+    depth_d_model: int = 192
+    depth_heads: int = 4
+    depth_d_ff: int = 512
+    # Streaming memory: a window of recent micro-turns plus the first ones as sinks.
+    window_turns: int = 150  # 30 s at 200 ms; training masks attention the same way
+    sink_turns: int = 1
     rope_theta: float = 10_000.0
     norm_eps: float = 1e-5
     dropout: float = 0.0
@@ -43,7 +52,21 @@ class ModelConfig:
             raise ValueError(f"ffn must be 'moe' or 'dense', got {self.ffn!r}")
         if self.ffn == "moe" and not 1 <= self.top_k <= self.n_experts:
             raise ValueError(f"top_k={self.top_k} must lie in 1..n_experts={self.n_experts}")
-        for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "d_expert"):
+        if self.depth_d_model % self.depth_heads or (self.depth_d_model // self.depth_heads) % 2:
+            raise ValueError("depth_d_model must split into depth_heads even-sized heads")
+        for name in (
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "n_kv_heads",
+            "d_ff",
+            "d_expert",
+            "depth_layers",
+            "depth_d_model",
+            "depth_heads",
+            "depth_d_ff",
+            "window_turns",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
 
@@ -92,6 +115,8 @@ PRESETS: dict[str, ModelConfig] = {
         d_expert=1024,
         n_shared_experts=1,
         hmlp_width=128,
+        depth_d_model=256,
+        depth_d_ff=1024,
     ),
     # The published scale of TML-Interaction-Small: ~276B parameters, ~12B active per
     # token. Only ever instantiated on the meta device here.
@@ -105,5 +130,9 @@ PRESETS: dict[str, ModelConfig] = {
         top_k=4,
         d_expert=2560,
         hmlp_width=512,
+        depth_layers=4,
+        depth_d_model=1024,
+        depth_heads=8,
+        depth_d_ff=4096,
     ),
 }

@@ -72,12 +72,13 @@ def sample(logits: Tensor, cfg: HeadSampling, generators: list[torch.Generator])
         drop = cum - sorted_x.softmax(-1) > cfg.top_p  # keep the token that crosses top_p
         sorted_x = sorted_x.masked_fill(drop, float("-inf"))
         x = torch.full_like(x, float("-inf")).scatter(-1, order, sorted_x)
-    probs = x.softmax(-1)
-    out = torch.empty(probs.shape[:-1], dtype=torch.long, device=probs.device)
+    # Gumbel-max: argmax(x + Gumbel noise) is an exact draw from softmax(x); one noise
+    # tensor per stream from that stream's generator.
+    noise = torch.empty_like(x)
     for b, gen in enumerate(generators):
-        rows = probs[b].reshape(-1, probs.shape[-1])
-        out[b] = torch.multinomial(rows, 1, generator=gen).reshape(out.shape[1:])
-    return out
+        noise[b] = torch.rand(x.shape[1:], generator=gen, device=x.device, dtype=x.dtype)
+    gumbel = -torch.log(-torch.log(noise.clamp(1e-10, 1 - 1e-7)))
+    return (x + gumbel).argmax(-1)
 
 
 def sample_slot(

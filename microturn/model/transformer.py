@@ -2,13 +2,16 @@
 
 Readable top to bottom (after nanoGPT's model.py): encoder-free embeddings of every
 track, rotary attention with an optional streaming cache, a mixture-of-experts
-feed-forward, and one head per output kind. The same modules run the training forward
-(a whole episode at once) and the streaming `step` (one micro-turn at a time against a
-preallocated cache); a test holds the two to the same logits.
+feed-forward, and a small depth decoder that writes each micro-turn's output slots.
 
-Prediction is next-slot: the hidden state at sequence position p predicts the slot at
-p + 1, and only output slots (model action, text, audio) are predicted; the user's
-tracks are context, never targets.
+The main transformer reads the whole interleaved sequence (input 0, output 0, input 1,
+...). Its state at the last input slot of micro-turn t summarises everything heard and
+said so far; from it the depth decoder (moshi's depth-transformer idea, here over one
+micro-turn's output slots: action, text, audio) writes output t slot by slot. Live, that
+costs one long-context forward per micro-turn (the previous micro-turn's outputs and this
+one's inputs together) plus a few tiny depth forwards, instead of one long-context forward
+per output slot. The same modules run the training forward (whole episodes) and the
+streaming `step`; a test holds the two to the same logits.
 """
 
 from __future__ import annotations
@@ -21,10 +24,18 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from microturn.codecs import dmel
-from microturn.codecs.text import VOCAB_SIZE
-from microturn.model.cache import StreamState
+from microturn.codecs.text import VOCAB_SIZE, Special
+from microturn.model.cache import StreamState, window_mask
 from microturn.model.config import ModelConfig
-from microturn.stream.layout import INPUT_TRACKS, OUTPUT_TRACKS, TRACK_KIND, SlotKind, Track
+from microturn.model.rope import rotary, rotary_angles
+from microturn.stream.layout import (
+    INPUT_TRACKS,
+    OUTPUT_TRACKS,
+    TRACK_KIND,
+    Layout,
+    SlotKind,
+    Track,
+)
 
 AUDIO_VALUES = dmel.N_MELS * dmel.N_BINS  # one bag-embedding row per (channel, bin)
 
@@ -134,36 +145,18 @@ class Embedder(nn.Module):
 
 
 # ---------------------------------------------------------------------------------
-# Attention with rotary positions and a streaming cache
+# Attention with rotary positions and an optional streaming cache
 # ---------------------------------------------------------------------------------
 
 
-def rotary_angles(
-    positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype
-) -> tuple[Tensor, Tensor]:
-    """cos / sin [B, T, 1, D/2] for integer positions [B, T], computed once per forward
-    and shared by every layer. float64 keeps positions hours into a conversation exact."""
-    inv_freq = theta ** (
-        -torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float64) / head_dim
-    )
-    angles = positions.to(torch.float64)[..., None] * inv_freq
-    return angles.cos().to(dtype)[:, :, None, :], angles.sin().to(dtype)[:, :, None, :]
-
-
-def rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate channel pairs of x [B, T, H, D] by position-proportional angles."""
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
-
-
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, dropout: float) -> None:
         super().__init__()
-        self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.q = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
-        self.kv = nn.Linear(cfg.d_model, 2 * cfg.n_kv_heads * cfg.head_dim, bias=False)
-        self.out = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
-        self.dropout = cfg.dropout
+        self.n_heads, self.n_kv, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
+        self.q = nn.Linear(d_model, n_heads * self.head_dim, bias=False)
+        self.kv = nn.Linear(d_model, 2 * n_kv_heads * self.head_dim, bias=False)
+        self.out = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
+        self.dropout = dropout
 
     def forward(
         self,
@@ -171,15 +164,17 @@ class Attention(nn.Module):
         rope: tuple[Tensor, Tensor],
         cache: StreamState | None = None,
         layer: int = 0,
+        mask: Tensor | None = None,
     ) -> Tensor:
+        """Self-attention; causal, or `mask` [T, T] (windowed), or against `cache`."""
         b, t, _ = x.shape
         q = rotary(self.q(x).view(b, t, self.n_heads, self.head_dim), *rope)
-        k, v = self.kv(x).view(b, t, 2, self.n_kv, self.head_dim).unbind(2)
-        k = rotary(k, *rope)
+        k_raw, v = self.kv(x).view(b, t, 2, self.n_kv, self.head_dim).unbind(2)
+        k = rotary(k_raw, *rope)
         if cache is None:
-            mask, causal = None, True
+            causal = mask is None
         else:
-            k, v, mask = cache.attend(layer, k, v)
+            k, v, mask = cache.attend(layer, k_raw, k, v)
             causal = False
         y = F.scaled_dot_product_attention(
             q.transpose(1, 2),
@@ -259,23 +254,95 @@ class MoE(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, n_kv_heads: int, ffn: nn.Module, cfg: ModelConfig
+    ) -> None:
         super().__init__()
-        self.norm1 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.attn = Attention(cfg)
-        self.norm2 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.ffn: nn.Module = MoE(cfg) if cfg.ffn == "moe" else SwiGLU(cfg.d_model, cfg.d_ff)
+        self.norm1 = nn.RMSNorm(d_model, eps=cfg.norm_eps)
+        self.attn = Attention(d_model, n_heads, n_kv_heads, cfg.dropout)
+        self.norm2 = nn.RMSNorm(d_model, eps=cfg.norm_eps)
+        self.ffn = ffn
 
     def forward(
-        self, x: Tensor, rope: tuple[Tensor, Tensor], cache: StreamState | None, layer: int
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor],
+        cache: StreamState | None,
+        layer: int,
+        mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        x = x + self.attn(self.norm1(x), rope, cache, layer)
+        x = x + self.attn(self.norm1(x), rope, cache, layer, mask)
         h = self.norm2(x)
         if isinstance(self.ffn, MoE):
             y, aux = self.ffn(h)
         else:
             y, aux = self.ffn(h), h.new_zeros(())
         return x + y, aux
+
+
+# ---------------------------------------------------------------------------------
+# The depth decoder: one micro-turn's output slots
+# ---------------------------------------------------------------------------------
+
+
+class DepthDecoder(nn.Module):
+    """Writes one micro-turn's output slots, one after another, from the main model's
+    state at the last input slot: a small causal transformer over [context, slot 0,
+    slot 1, ...] whose position j predicts output slot j."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        lay = cfg.layout
+        dd = cfg.depth_d_model
+        self.layout = lay
+        self.n_out = sum(lay.slots(t) for t in OUTPUT_TRACKS)
+        self.theta = cfg.rope_theta
+        self.head_dim = dd // cfg.depth_heads
+        self.context = nn.Linear(cfg.d_model, dd)
+        self.slot_in = nn.Linear(cfg.d_model, dd, bias=False)
+        self.slots = nn.Embedding(self.n_out, dd)
+        self.blocks = nn.ModuleList(
+            [
+                Block(dd, cfg.depth_heads, cfg.depth_heads, SwiGLU(dd, cfg.depth_d_ff), cfg)
+                for _ in range(cfg.depth_layers)
+            ]
+        )
+        self.norm = nn.RMSNorm(dd, eps=cfg.norm_eps)
+        k = lay.audio_group
+        self.heads = nn.ModuleDict(
+            {
+                Track.MODEL_ACTION.value: nn.Linear(dd, VOCAB_SIZE, bias=False),
+                Track.MODEL_TEXT.value: nn.Linear(dd, VOCAB_SIZE, bias=False),
+                Track.MODEL_AUDIO.value: nn.Linear(dd, k * AUDIO_VALUES, bias=False),
+            }
+        )
+
+    def hidden(self, context: Tensor, previous: Tensor) -> Tensor:
+        """context [M, d_model], previous output-slot embeddings [M, j, d_model] ->
+        depth states [M, j + 1, depth_d_model]; state j predicts output slot j."""
+        x = torch.cat([self.context(context)[:, None], self.slot_in(previous)], dim=1)
+        n = x.shape[1]
+        x = x + self.slots.weight[:n]
+        positions = torch.arange(n, device=x.device).expand(x.shape[0], n)
+        rope = rotary_angles(positions, self.head_dim, self.theta, x.dtype)
+        for i, block in enumerate(self.blocks):
+            x, _ = block(x, rope, None, i)
+        return self.norm(x)
+
+    def head(self, track: Track, h: Tensor) -> Tensor:
+        logits = self.heads[track.value](h)
+        if track is Track.MODEL_AUDIO:
+            logits = logits.unflatten(-1, (self.layout.audio_group, dmel.N_MELS, dmel.N_BINS))
+        return logits
+
+    def logits(self, h: Tensor) -> dict[str, Tensor]:
+        """Depth states of all output slots [..., O, dd] -> logits per output track."""
+        out, start = {}, 0
+        for t in OUTPUT_TRACKS:
+            n = self.layout.slots(t)
+            out[t.value] = self.head(t, h[..., start : start + n, :])
+            start += n
+        return out
 
 
 # ---------------------------------------------------------------------------------
@@ -302,16 +369,20 @@ class InteractionModel(nn.Module):
         self.cfg = cfg
         self.layout = cfg.layout
         self.embed = Embedder(cfg)
-        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
-        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        k = cfg.layout.audio_group
-        self.heads = nn.ModuleDict(
-            {
-                Track.MODEL_ACTION.value: nn.Linear(cfg.d_model, VOCAB_SIZE, bias=False),
-                Track.MODEL_TEXT.value: nn.Linear(cfg.d_model, VOCAB_SIZE, bias=False),
-                Track.MODEL_AUDIO.value: nn.Linear(cfg.d_model, k * AUDIO_VALUES, bias=False),
-            }
+        self.blocks = nn.ModuleList(
+            [
+                Block(
+                    cfg.d_model,
+                    cfg.n_heads,
+                    cfg.n_kv_heads,
+                    MoE(cfg) if cfg.ffn == "moe" else SwiGLU(cfg.d_model, cfg.d_ff),
+                    cfg,
+                )
+                for _ in range(cfg.n_layers)
+            ]
         )
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.depth = DepthDecoder(cfg)
         if not any(p.is_meta for p in self.parameters()):
             self.reset_parameters()
 
@@ -329,81 +400,81 @@ class InteractionModel(nn.Module):
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
+    def _output_embeddings(self, values: dict[str, Tensor]) -> dict[Track, Tensor]:
+        """Output tracks [B, N, slots, ...] -> embeddings [B, N, slots, d] per track."""
+        return {t: self.embed.track(t, values[t.value]) for t in OUTPUT_TRACKS}
+
+    def _in_slot_order(self, per_track: dict[Track, Tensor], tracks: tuple[Track, ...]) -> Tensor:
+        """{track: [B, N, slots, d]} -> [B, N * slots, d] in the layout's order."""
+        b = next(iter(per_track.values())).shape[0]
+        flat = {t: x.flatten(0, 1) for t, x in per_track.items()}
+        return self.layout.interleave(flat, tracks).view(b, -1, self.cfg.d_model)
+
     # ---- training forward ----------------------------------------------------------
-    def forward(
-        self, batch: dict[str, Tensor], first_turn: int | Tensor = 0
-    ) -> tuple[Logits, Tensor]:
-        """Whole micro-turn sequences at once. batch: per-track tensors [B, N, ...]
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Logits, Tensor]:
+        """Whole micro-turn sequences from turn 0. batch: per-track tensors [B, N, ...]
         (see `microturn.model.batch`). Returns output-slot logits and the MoE aux loss."""
         from microturn.model.batch import validate_batch
 
         lay = self.layout
         validate_batch(batch, lay)
         b, n = batch[Track.USER_AUDIO.value].shape[:2]
-        per_track = self.embed.inputs(batch)
-        for t in OUTPUT_TRACKS:
-            per_track[t] = self.embed.track(t, batch[t.value])
-        flat = {t: x.flatten(0, 1) for t, x in per_track.items()}
-        x = lay.interleave(flat).view(b, n * lay.slots_per_turn, -1)
+        outputs = self._output_embeddings(batch)
+        x = self._in_slot_order({**self.embed.inputs(batch), **outputs}, TRACK_ORDER_ALL)
         x = self.embed.add_slots(x, 0)
-        first = torch.as_tensor(first_turn, device=x.device).reshape(-1, 1)
-        positions = first * lay.slots_per_turn + torch.arange(x.shape[1], device=x.device)
-        positions = positions.expand(b, -1)
-        h, aux = self._blocks(x, positions, None)
-        h = h.view(b, n, lay.slots_per_turn, -1)
-        predictors = h[:, :, lay.input_slots - 1 : lay.slots_per_turn - 1]
-        return self._heads(predictors), aux
+        positions = torch.arange(x.shape[1], device=x.device).expand(b, -1)
+        mask = window_mask(
+            x.shape[1],
+            self.cfg.sink_turns * lay.slots_per_turn,
+            self.cfg.window_turns * lay.slots_per_turn,
+            x.device,
+        )
+        h, aux = self._blocks(x, positions, None, mask)
+        context = h.view(b, n, lay.slots_per_turn, -1)[:, :, lay.input_slots - 1]
+        written = self._in_slot_order(outputs, OUTPUT_TRACKS).view(b * n, -1, self.cfg.d_model)
+        depth = self.depth.hidden(context.flatten(0, 1), written[:, :-1])  # [B*N, O, dd]
+        logits = self.depth.logits(depth.view(b, n, *depth.shape[1:]))
+        return Logits(**logits), aux
 
     def _blocks(
-        self, x: Tensor, positions: Tensor, cache: StreamState | None
+        self,
+        x: Tensor,
+        positions: Tensor,
+        cache: StreamState | None,
+        mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         aux = x.new_zeros(())
         rope = rotary_angles(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         for i, block in enumerate(self.blocks):
-            x, a = block(x, rope, cache, i)
+            x, a = block(x, rope, cache, i, mask)
             aux = aux + a
         return self.norm(x), aux / max(1, len(self.blocks))
 
-    def _heads(self, predictors: Tensor) -> Logits:
-        """Hidden states that predict output slots [B, N, O, d] -> logits per track."""
-        lay = self.layout
-        out = {}
-        start = 0
-        for t in OUTPUT_TRACKS:
-            n = lay.slots(t)
-            logits = self.heads[t.value](predictors[:, :, start : start + n])
-            if t is Track.MODEL_AUDIO:
-                logits = logits.unflatten(-1, (lay.audio_group, dmel.N_MELS, dmel.N_BINS))
-            out[t.value] = logits
-            start += n
-        return Logits(**out)
-
     # ---- streaming -----------------------------------------------------------------
     def new_state(
-        self, batch_size: int, capacity_turns: int, seeds: list[int] | None = None
+        self,
+        batch_size: int,
+        *,
+        window_turns: int | None = None,
+        sink_turns: int | None = None,
+        seeds: list[int] | None = None,
     ) -> StreamState:
-        """Preallocate the cache of `batch_size` streams for `capacity_turns` micro-turns."""
+        """Allocate the bounded cache of `batch_size` streams once (see `cache.py`)."""
         p = next(self.parameters())
         return StreamState.allocate(
             batch_size=batch_size,
             n_layers=self.cfg.n_layers,
-            capacity=capacity_turns * self.layout.slots_per_turn,
             n_kv_heads=self.cfg.n_kv_heads,
             head_dim=self.cfg.head_dim,
             slots_per_turn=self.layout.slots_per_turn,
+            window_turns=window_turns or self.cfg.window_turns,
+            sink_turns=self.cfg.sink_turns if sink_turns is None else sink_turns,
+            rope_theta=self.cfg.rope_theta,
+            pending=blank_outputs(self.layout, p.device),
             dtype=p.dtype,
             device=p.device,
             seeds=seeds,
         )
-
-    def _advance(self, x: Tensor, state: StreamState, first_slot: int) -> Tensor:
-        """Run x [B, T, d] (slots first_slot.. of the current turn) against the cache."""
-        x = self.embed.add_slots(x, first_slot)
-        t = x.shape[1]
-        positions = state.turn_positions(first_slot, t)
-        h, _ = self._blocks(x, positions, state.begin(t))
-        state.commit(t)
-        return h
 
     @torch.no_grad()
     def step(
@@ -414,8 +485,9 @@ class InteractionModel(nn.Module):
         sampling: object | None = None,
         teacher: dict[str, Tensor] | None = None,
     ) -> StepResult:
-        """One micro-turn for every stream in `state`: consume the input slots, then
-        generate the output slots one by one (or take them from `teacher`).
+        """One micro-turn for every stream in `state`: one forward over the previous
+        micro-turn's outputs and this one's inputs, then the depth decoder writes this
+        micro-turn's output slots (sampled, or taken from `teacher`).
 
         inputs: input tracks [B, 1, ...]; teacher: output tracks [B, 1, ...].
         """
@@ -423,22 +495,30 @@ class InteractionModel(nn.Module):
         from microturn.model.sampling import SamplingConfig, sample_slot
 
         lay = self.layout
-        validate_batch(inputs, lay, tracks=INPUT_TRACKS, batch_size=state.batch_size, turns=1)
+        b = state.batch_size
+        validate_batch(inputs, lay, tracks=INPUT_TRACKS, batch_size=b, turns=1)
         if teacher is not None:
-            validate_batch(teacher, lay, tracks=OUTPUT_TRACKS, batch_size=state.batch_size, turns=1)
+            validate_batch(teacher, lay, tracks=OUTPUT_TRACKS, batch_size=b, turns=1)
         sampling = sampling or SamplingConfig()
-        state.check_room(lay.slots_per_turn)  # before any write: a full cache changes nothing
-        per_track = self.embed.inputs(inputs)
-        x = lay.interleave({t: v.flatten(0, 1) for t, v in per_track.items()}, INPUT_TRACKS)
-        h = self._advance(x.view(state.batch_size, lay.input_slots, -1), state, 0)
-        last = h[:, -1:]
+        pending = {k: v[:, None] for k, v in state.get_pending().items()}
+        previous = self._in_slot_order(self._output_embeddings(pending), OUTPUT_TRACKS)
+        current = self._in_slot_order(self.embed.inputs(inputs), INPUT_TRACKS)
+        n_out = previous.shape[1]
+        slot_ids = torch.cat(
+            [torch.arange(lay.input_slots, lay.slots_per_turn), torch.arange(lay.input_slots)]
+        ).to(current.device)
+        x = torch.cat([previous, current], dim=1) + self.embed.slots(slot_ids)
+        valid = torch.ones(b, n_out + lay.input_slots, dtype=torch.bool, device=x.device)
+        valid[:, :n_out] = (state.current_turns() > 0)[:, None]
+        positions = state.begin(valid)
+        h, _ = self._blocks(x, positions, state)
+        state.commit(valid)
+        context = h[:, -1]
         values: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
         logits: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
-        slot = lay.input_slots
+        written = context.new_zeros(b, 0, context.shape[-1])
         for t, i in lay.output_slots():
-            logit = self.heads[t.value](last)[:, 0]
-            if t is Track.MODEL_AUDIO:
-                logit = logit.unflatten(-1, (lay.audio_group, dmel.N_MELS, dmel.N_BINS))
+            logit = self.depth.head(t, self.depth.hidden(context, written)[:, -1])
             if teacher is not None:
                 value = teacher[t.value][:, 0, i]
             else:
@@ -446,18 +526,38 @@ class InteractionModel(nn.Module):
             logits[t].append(logit)
             values[t].append(value)
             emb = self.embed.track(t, value[:, None, None])[:, 0]
-            last = self._advance(emb, state, slot)
-            slot += 1
-        state.end_turn()
-        return StepResult(
+            written = torch.cat([written, emb], dim=1)
+        result = StepResult(
             **{t.value: torch.stack(values[t], 1) for t in OUTPUT_TRACKS},
             logits=Logits(**{t.value: torch.stack(logits[t], 1)[:, None] for t in OUTPUT_TRACKS}),
         )
+        state.set_pending({t.value: getattr(result, t.value) for t in OUTPUT_TRACKS})
+        state.end_turn()
+        return result
 
     def expert_load(self) -> Tensor | None:
         """Share of routed tokens per expert in each layer's last forward [L, E]."""
         loads = [b.ffn.load for b in self.blocks if isinstance(b.ffn, MoE)]
         return torch.stack(loads) if loads else None
+
+
+TRACK_ORDER_ALL = INPUT_TRACKS + OUTPUT_TRACKS
+
+
+def blank_outputs(layout: Layout, device: torch.device) -> dict[str, Tensor]:
+    """Empty output slots [1, slots, ...]: what a stream "said" before its first turn."""
+    pad = int(Special.PAD)
+    return {
+        Track.MODEL_ACTION.value: torch.full(
+            (1, layout.slots(Track.MODEL_ACTION)), pad, device=device
+        ),
+        Track.MODEL_TEXT.value: torch.full((1, layout.slots(Track.MODEL_TEXT)), pad, device=device),
+        Track.MODEL_AUDIO.value: torch.zeros(
+            (1, layout.slots(Track.MODEL_AUDIO), layout.audio_group, dmel.N_MELS),
+            dtype=torch.uint8,
+            device=device,
+        ),
+    }
 
 
 @dataclass
