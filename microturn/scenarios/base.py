@@ -1,0 +1,233 @@
+"""What every scenario shares: splits and their voices, a builder that turns a script of
+timed utterances into an Episode, and the Scenario interface (generate + score).
+
+Scenarios know episodes and timelines, never the model: they generate and they score.
+The same `generate` feeds training (split "train") and the benchmark ("eval",
+"unseen_engine"), so a task is defined exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from microturn.codecs.audio import SAMPLE_RATE
+from microturn.stream.episode import (
+    ActionEvent,
+    Episode,
+    Event,
+    Reference,
+    SpeechSegment,
+    TextEvent,
+    Timeline,
+    VideoTrack,
+    Word,
+)
+from microturn.voices import Voice, synthesize
+
+SPLITS = ("train", "eval", "unseen_engine")
+DRIVERS = ("speech", "text")  # how the user gives the request: spoken or typed
+
+# The model always speaks with one voice: flite's slt (clear to ASR, never a user voice).
+MODEL_VOICE = Voice("flite", "slt")
+# The first output window opens one micro-turn (200 ms) in; reference behaviour must not
+# start earlier. Scenarios keep a margin.
+EARLIEST_MODEL_S = 0.4
+
+
+def rng_for(scenario: str, seed: int, split: str) -> np.random.Generator:
+    """A generator that depends on (scenario, seed, split) only: same seed, same episode."""
+    digest = hashlib.sha256(f"{scenario}/{split}/{seed}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+    return split
+
+
+@dataclass
+class EpisodeBuilder:
+    """Place user utterances, typed text, model reference speech and events on one time
+    axis; `build()` mixes the audio and returns the Episode.
+
+    Times are seconds from the episode start. Speech is synthesized (disk-cached) and
+    placed sample-accurately; word timings come along, shifted to episode time.
+    """
+
+    scenario: str
+    seed: int
+    split: str
+    rng: np.random.Generator
+    user_voice: Voice
+    meta: dict[str, Any] = field(default_factory=dict)
+    _user: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    _model: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    user_speech: list[SpeechSegment] = field(default_factory=list)
+    model_speech: list[SpeechSegment] = field(default_factory=list)
+    user_text: list[TextEvent] = field(default_factory=list)
+    background: list[TextEvent] = field(default_factory=list)
+    actions: list[ActionEvent] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    video: VideoTrack | None = None
+
+    def __post_init__(self) -> None:
+        check_split(self.split)
+
+    def _speak(self, text: str, voice: Voice, at: float) -> tuple[SpeechSegment, np.ndarray]:
+        speech = synthesize(text, voice)
+        audio = speech.audio
+        words = tuple(Word(w.text, at + w.start_s, at + w.end_s) for w in speech.words)
+        start = words[0].start_s if words else at
+        end = words[-1].end_s if words else at + speech.duration_s
+        return SpeechSegment(start, end, text, words), audio
+
+    def user_says(self, text: str, at: float, voice: Voice | None = None) -> SpeechSegment:
+        """The user speaks `text` starting at `at` s; returns its timed segment."""
+        seg, audio = self._speak(text, voice or self.user_voice, at)
+        self._user.append((round(at * SAMPLE_RATE), audio))
+        self.user_speech.append(seg)
+        return seg
+
+    def user_types(self, text: str, at: float) -> TextEvent:
+        event = TextEvent(at, text)
+        self.user_text.append(event)
+        return event
+
+    def model_says(self, text: str, at: float) -> SpeechSegment:
+        """Reference behaviour: the model speaks `text` from `at` s (its own voice)."""
+        if at < EARLIEST_MODEL_S:
+            raise ValueError(f"model speech at {at:.2f} s is before {EARLIEST_MODEL_S} s")
+        seg, audio = self._speak(text, MODEL_VOICE, at)
+        self._model.append((round(at * SAMPLE_RATE), audio))
+        self.model_speech.append(seg)
+        return seg
+
+    def model_acts(self, kind: str, text: str, at: float) -> ActionEvent:
+        action = ActionEvent(at, kind, text)
+        self.actions.append(action)
+        return action
+
+    def background_result(self, text: str, at: float) -> TextEvent:
+        event = TextEvent(at, text)
+        self.background.append(event)
+        return event
+
+    def event(self, kind: str, at: float, **data: Any) -> Event:
+        e = Event(at, kind, data)
+        self.events.append(e)
+        return e
+
+    def end_s(self) -> float:
+        """When the last placed thing ends."""
+        ends = [s.end_s for s in self.user_speech + self.model_speech]
+        ends += [e.time_s for e in self.user_text + self.background + self.events]
+        ends += [a.time_s for a in self.actions]
+        return max(ends, default=0.0)
+
+    def build(self, duration_s: float, *, reference: bool = True) -> Episode:
+        n = round(duration_s * SAMPLE_RATE)
+        user = _mix(self._user, n)
+        ref = None
+        if reference:
+            ref = Reference(_mix(self._model, n), list(self.model_speech), list(self.actions))
+        return Episode(
+            id=f"{self.scenario}-{self.split}-{self.seed}",
+            scenario=self.scenario,
+            split=self.split,
+            seed=self.seed,
+            user_audio=user,
+            user_video=self.video,
+            user_text=sorted(self.user_text, key=lambda e: e.time_s),
+            background=sorted(self.background, key=lambda e: e.time_s),
+            user_speech=sorted(self.user_speech, key=lambda s: s.start_s),
+            events=sorted(self.events, key=lambda e: e.time_s),
+            reference=ref,
+            meta={"user_voice": self.user_voice.key(), **self.meta},
+        )
+
+
+def _mix(parts: list[tuple[int, np.ndarray]], n: int) -> np.ndarray:
+    out = np.zeros(n, np.float32)
+    for start, audio in parts:
+        if start >= n:
+            raise ValueError("audio placed after the episode's end")
+        end = min(n, start + audio.size)
+        out[start:end] += audio[: end - start]
+    return np.clip(out, -1.0, 1.0)
+
+
+class Scenario(ABC):
+    """One interaction task: generate episodes from a seed, score a system's Timeline."""
+
+    name: str = ""
+    categories: tuple[str, ...] = ()
+
+    @abstractmethod
+    def generate(self, seed: int, split: str = "train", driver: str = "speech") -> Episode:
+        """A deterministic episode for (seed, split, driver)."""
+
+    @abstractmethod
+    def score(self, episode: Episode, timeline: Timeline) -> dict[str, Any]:
+        """Per-episode results (what was right, delays, ...)."""
+
+    @abstractmethod
+    def aggregate(self, results: list[dict[str, Any]]) -> dict[str, float]:
+        """Per-episode results -> the scenario's metrics (names as in the issue)."""
+
+
+# ---------------------------------------------------------------------------------
+# Which voices each split uses. Whole voices are held out: an espeak-ng voice is
+# (accent, variant); eval uses held-out accents or held-out variants, train neither.
+# flite: train awb + kal16, eval rms. unseen_engine: festival only, used nowhere else.
+# ---------------------------------------------------------------------------------
+
+ESPEAK_TRAIN_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp")
+ESPEAK_EVAL_ACCENTS = ("en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc")
+FLITE_TRAIN = ("awb", "kal16")
+FLITE_EVAL = ("rms",)
+FESTIVAL_VOICES = ("kal_diphone", "ked_diphone")
+HELD_OUT_VARIANT_EVERY = 5  # every 5th espeak-ng variant (sorted by name) is eval-only
+
+
+def _espeak_variants() -> list[str]:
+    from microturn.voices import list_voices
+
+    names = {v.name.split("+", 1)[1] for v in list_voices("espeak-ng") if "+" in v.name}
+    return sorted(names)
+
+
+def split_variants() -> tuple[list[str], list[str]]:
+    """(train variants, eval variants) of espeak-ng; "" is the plain voice (train)."""
+    variants = _espeak_variants()
+    held = variants[::HELD_OUT_VARIANT_EVERY]
+    return [""] + [v for v in variants if v not in held], held
+
+
+def user_voice(rng: np.random.Generator, split: str) -> Voice:
+    """A random user voice for `split`, with random speaking rate and pitch."""
+    check_split(split)
+    if split == "unseen_engine":
+        return Voice("festival", str(rng.choice(FESTIVAL_VOICES)))
+    if rng.random() < 0.3:
+        name = str(rng.choice(FLITE_TRAIN if split == "train" else FLITE_EVAL))
+        return Voice("flite", name, rate=int(rng.integers(150, 200)))
+    train_variants, eval_variants = split_variants()
+    if split == "train":
+        accent = str(rng.choice(ESPEAK_TRAIN_ACCENTS))
+        variant = str(rng.choice(train_variants))
+    elif rng.random() < 0.5:  # eval: a held-out accent with any train variant ...
+        accent = str(rng.choice(ESPEAK_EVAL_ACCENTS))
+        variant = str(rng.choice(train_variants))
+    else:  # ... or a train accent with a held-out variant
+        accent = str(rng.choice(ESPEAK_TRAIN_ACCENTS))
+        variant = str(rng.choice(eval_variants))
+    name = f"{accent}+{variant}" if variant else accent
+    return Voice(
+        "espeak-ng", name, rate=int(rng.integers(130, 200)), pitch=int(rng.integers(30, 70))
+    )

@@ -1,0 +1,95 @@
+"""Scoring helpers every scenario uses: what counts as saying something, and when."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import numpy as np
+
+from microturn.stream.episode import SpeechSegment, Timeline
+
+_UNITS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def number_words(n: int) -> str:
+    """0..999999 -> English words ("one hundred twenty three")."""
+    if n < 0:
+        return "minus " + number_words(-n)
+    if n < 20:
+        return _UNITS[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _UNITS[n % 10])
+    if n < 1000:
+        rest = "" if n % 100 == 0 else " " + number_words(n % 100)
+        return _UNITS[n // 100] + " hundred" + rest
+    if n < 1_000_000:
+        rest = "" if n % 1000 == 0 else " " + number_words(n % 1000)
+        return number_words(n // 1000) + " thousand" + rest
+    raise ValueError(f"number_words supports 0..999999, got {n}")
+
+
+def normalize(text: str) -> str:
+    """Lowercase words, digits spelled out, punctuation gone: what ASR would return."""
+    text = text.lower().replace("-", " ")
+    text = re.sub(r"\d+", lambda m: " " + number_words(int(m.group())) + " ", text)
+    text = re.sub(r"[^a-z' ]+", " ", text)
+    return " ".join(text.split())
+
+
+def says(segment_text: str, expected: str) -> bool:
+    """Whether `expected` (a word or phrase) is said in `segment_text`, word-aligned."""
+    hay, needle = f" {normalize(segment_text)} ", f" {normalize(expected)} "
+    return needle.strip() != "" and needle in hay
+
+
+def within(actual_s: float, target_s: float, relative: float = 0.15, floor_s: float = 0.5) -> bool:
+    """Timing check used across scenarios: |actual - target| <= max(floor, relative * target)
+    where `target` is measured from the cue the timing refers to."""
+    return abs(actual_s - target_s) <= max(floor_s, relative * abs(target_s))
+
+
+def segments_between(timeline: Timeline, start_s: float, end_s: float) -> list[SpeechSegment]:
+    """Model speech that starts in [start_s, end_s)."""
+    return [s for s in timeline.speech if start_s <= s.start_s < end_s]
+
+
+def first_speech_after(timeline: Timeline, t: float) -> SpeechSegment | None:
+    after = [s for s in timeline.speech if s.start_s >= t]
+    return min(after, key=lambda s: s.start_s) if after else None
+
+
+def speaking_at(timeline: Timeline, t: float) -> bool:
+    return any(s.start_s <= t < s.end_s for s in timeline.speech)
+
+
+def median(values: Iterable[float]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.median(vals)) if vals else None
+
+
+def rate(flags: Iterable[bool]) -> float | None:
+    vals = [bool(f) for f in flags]
+    return float(np.mean(vals)) if vals else None
