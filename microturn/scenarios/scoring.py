@@ -54,6 +54,7 @@ def number_words(n: int) -> str:
 def normalize(text: str) -> str:
     """Lowercase words, digits spelled out, punctuation gone: what ASR would return."""
     text = text.lower().replace("-", " ")
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 1,234 -> 1234
     text = re.sub(r"\d+", lambda m: " " + number_words(int(m.group())) + " ", text)
     text = re.sub(r"[^a-z' ]+", " ", text)
     return " ".join(text.split())
