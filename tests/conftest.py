@@ -6,9 +6,19 @@ import numpy as np
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def voice_cache(tmp_path_factory: pytest.TempPathFactory):
-    return tmp_path_factory.mktemp("voices")
+    """One synthesis cache for the whole test session, never the user's own."""
+    import os
+
+    root = tmp_path_factory.mktemp("microturn-cache")
+    old = os.environ.get("MICROTURN_CACHE")
+    os.environ["MICROTURN_CACHE"] = str(root)
+    yield root / "voices"
+    if old is None:
+        os.environ.pop("MICROTURN_CACHE", None)
+    else:
+        os.environ["MICROTURN_CACHE"] = old
 
 
 @pytest.fixture(scope="session")
