@@ -59,6 +59,28 @@ def _build_parser() -> argparse.ArgumentParser:
     layout.add_argument("--preset", default="tiny")
     layout.set_defaults(run=_cmd_layout)
 
+    run = sub.add_parser("run", help="replay a recording through the model, write its Timeline")
+    run.add_argument("--audio", type=Path, required=True, help="the user's audio (16 kHz mono WAV)")
+    cam = run.add_mutually_exclusive_group()
+    cam.add_argument("--video", type=Path, help="camera clip (mp4, webm, ...)")
+    cam.add_argument("--frames", type=Path, help="folder of camera images")
+    run.add_argument("--fps", type=float, default=5.0, help="frame rate of --frames")
+    run.add_argument(
+        "--text",
+        action="append",
+        default=[],
+        metavar="SECONDS:TEXT",
+        help='typed message at a time, e.g. "12.5:hello" (repeatable)',
+    )
+    run.add_argument("--model", type=Path, help="checkpoint folder (default: the shipped one)")
+    run.add_argument("--preset", help="use a randomly initialised preset instead (e.g. tiny)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", type=Path, required=True, help="Timeline JSON to write")
+    run.add_argument("--wav", type=Path, help="also write the model's speech")
+    run.add_argument("--resample", action="store_true")
+    run.add_argument("--mixdown", action="store_true")
+    run.set_defaults(run=_cmd_run)
+
     bench = sub.add_parser("bench", help="measure and write reports").add_subparsers(title="bench")
     bm = bench.add_parser("model", help="parameter counts, step time, training throughput")
     bm.add_argument("--out", type=Path, default=Path("out/bench"))
@@ -180,6 +202,64 @@ def _cmd_layout(args: argparse.Namespace) -> int:
 
     print(Layout.preset(args.preset).describe())
     return 0
+
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from microturn.codecs.audio import read_wav, write_wav
+    from microturn.codecs.video_io import read_image_folder, read_video
+    from microturn.codecs.vision import VisionCodec
+    from microturn.engine.engine import load_model
+    from microturn.engine.runner import ModelSystem, Recording, run_recording
+    from microturn.stream.episode import TextEvent
+
+    model_dir = args.model
+    if model_dir is None and args.preset is None:
+        if not (DEFAULT_CHECKPOINT / "config.json").is_file():
+            raise ValueError(
+                f"no trained model at {DEFAULT_CHECKPOINT} yet; pass --model DIR, or "
+                "--preset tiny for a randomly initialised model"
+            )
+        model_dir = DEFAULT_CHECKPOINT
+    model = load_model(str(model_dir) if model_dir else None, args.preset, seed=args.seed)
+    layout = model.layout
+    audio = read_wav(args.audio, resample=args.resample, mixdown=args.mixdown)
+    video = None
+    if args.video or args.frames:
+        if not layout.video_size:
+            raise ValueError("this model has no camera input; drop --video / --frames")
+        size = layout.video_size
+        if args.video:
+            print(f"note: fitting camera frames to {size}x{size} (letterbox)", file=sys.stderr)
+            video = read_video(args.video, size=size, fps=1 / layout.micro_turn_s)
+        else:
+            video = VisionCodec(size).fit_track(read_image_folder(args.frames, args.fps))
+    events = [TextEvent(*_parse_text_event(spec)) for spec in args.text]
+    recording = Recording(audio, video, events)
+    result = run_recording(ModelSystem(model), recording, seed=args.seed)
+    result.timeline.save(args.out)
+    if args.wav:
+        write_wav(args.wav, result.audio)
+    said = [s for s in result.timeline.speech if s.end_s > s.start_s]
+    print(
+        f"{recording.duration_s:.1f} s replayed in {len(result.timeline.turns)} micro-turns; "
+        f"model speech segments: {len(said)}; wrote {args.out}"
+        + (f" and {args.wav}" if args.wav else "")
+    )
+    return 0
+
+
+def _parse_text_event(spec: str) -> tuple[float, str]:
+    head, sep, text = spec.partition(":")
+    try:
+        t = float(head)
+    except ValueError:
+        t = float("nan")
+    if not sep or not text or not t >= 0:
+        raise ValueError(f'--text must look like "SECONDS:TEXT" (e.g. "12.5:hello"), got {spec!r}')
+    return t, text
 
 
 def _cmd_bench_model(args: argparse.Namespace) -> int:

@@ -116,6 +116,38 @@ class StreamState:
             )
         return replace(self, rows=idx, _fwd=None)
 
+    def prefix(self, n: int) -> StreamState:
+        """The first n streams as a view of the same storage (no copy): an engine keeps
+        its live streams in rows 0..n-1 and steps exactly those."""
+        if self.rows is not None:
+            raise ValueError("prefix() of a select() view")
+        if not 1 <= n <= self.lengths.shape[0]:
+            raise ValueError(f"prefix of {n} streams out of {self.lengths.shape[0]}")
+        return replace(
+            self,
+            keys=[k[:n] for k in self.keys],
+            values=[v[:n] for v in self.values],
+            raw_sink_keys=[r[:n] for r in self.raw_sink_keys],
+            slot_pos=self.slot_pos[:n],
+            lengths=self.lengths[:n],
+            turns=self.turns[:n],
+            all_generators=self.all_generators[:n],
+            pending={k: v[:n] for k, v in self.pending.items()},
+            _fwd=None,
+        )
+
+    def move_row(self, src: int, dst: int) -> None:
+        """Copy stream `src` into row `dst` (to keep live streams contiguous)."""
+        for tensors in (self.keys, self.values, self.raw_sink_keys):
+            for t in tensors:
+                t[dst] = t[src]
+        for t in (self.slot_pos, self.lengths, self.turns, *self.pending.values()):
+            t[dst] = t[src]
+        self.all_generators[dst].set_state(self.all_generators[src].get_state())
+
+    def seed_row(self, row: int, seed: int) -> None:
+        self.all_generators[row].manual_seed(int(seed))
+
     @property
     def generators(self) -> list[torch.Generator]:
         if self.rows is None:

@@ -1,0 +1,357 @@
+"""The streaming-session engine: many live conversations, one batched step per tick.
+
+Sessions (after SGLang's streaming sessions): a session owns one row of a preallocated
+model state that persists across micro-turns; nothing is re-prefilled or re-allocated.
+Exactly one micro-turn is in flight per session and it is committed only when the step
+completes: if a step fails, every session's model state, sampling generator and input
+packer go back to how they were before it.
+
+The clock never waits for a client: at each tick every open session is stepped in one
+batched forward; a session whose input for that micro-turn has not arrived gets it marked
+missing. Outputs (audio PCM, text, actions) are handed out per session as soon as the
+step ends.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from microturn.codecs import dmel
+from microturn.codecs.audio import SAMPLE_RATE, validate_pcm
+from microturn.codecs.text import ACTION_NAMES, N_BYTES, ByteTokenizer, Special
+from microturn.engine.clock import Clock, SimulatedClock
+from microturn.engine.recorder import TimelineRecorder
+from microturn.engine.vocoder import StreamingVocoder
+from microturn.model import InteractionModel, SamplingConfig, StepResult, to_batch
+from microturn.stream.episode import ActionEvent, Timeline, TurnRecord
+from microturn.stream.layout import INPUT_TRACKS, TurnInput, TurnPacker
+
+INPUT_KEYS = [t.value for t in INPUT_TRACKS] + ["user_audio_present", "user_video_present"]
+VOCODER_DELAY_S = dmel.WIN_LENGTH / SAMPLE_RATE  # 50 ms: see engine/vocoder.py
+
+
+@dataclass
+class TurnOutputs:
+    """What one session got from one micro-turn."""
+
+    turn: int
+    play_at_s: float  # when this audio starts playing on the session's timeline
+    audio: np.ndarray  # PCM, one micro-turn long (its speech runs 50 ms behind its frames)
+    text: str  # new text written this micro-turn (bytes decoded)
+    end_of_message: bool  # an utterance / message ended this micro-turn
+    actions: list[ActionEvent]
+    step_ms: float
+    lateness_ms: float
+    missing: tuple[str, ...]
+
+
+@dataclass
+class SessionMetrics:
+    turns: int = 0
+    missing_inputs: int = 0
+    dropped_samples: int = 0
+    step_ms: list[float] = field(default_factory=list)
+    lateness_ms: list[float] = field(default_factory=list)
+
+
+class SessionClosedError(RuntimeError):
+    pass
+
+
+class Session:
+    """One live conversation: input buffers, the packer that turns them into slots, the
+    vocoder for its speech, its metrics and timeline. Created by `Engine.open`."""
+
+    def __init__(self, engine: Engine, session_id: str, seed: int) -> None:
+        self.engine = engine
+        self.id = session_id
+        self.seed = seed
+        self.layout = engine.layout
+        self.packer = TurnPacker(self.layout)
+        self.vocoder = StreamingVocoder(n_iter=engine.vocoder_iters)
+        self.tokenizer = ByteTokenizer()
+        self.metrics = SessionMetrics()
+        self.recorder = TimelineRecorder("microturn", self.layout.micro_turn_s, session_id)
+        self.recorder.audio_start_s = self.layout.output_start_s(0)
+        self.outbox: deque[TurnOutputs] = deque()
+        self.on_output: Callable[[Session, TurnOutputs], None] | None = None
+        self.row = -1
+        self.closed = False
+        self.turn = 0
+        self.last_input_s = engine.clock.now()
+        self._audio = np.zeros(0, np.float32)
+        self._frame: np.ndarray | None = None
+        self._text: list[str] = []
+        self._background: list[str] = []
+        self._message_bytes: list[int] = []
+        self._pending_action: ActionEvent | None = None
+
+    # ---- inputs from the client ----------------------------------------------------
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SessionClosedError(f"session {self.id} is closed")
+
+    def push_audio(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+        """Microphone audio, any chunk size; consumed one micro-turn per tick."""
+        self._check_open()
+        pcm = validate_pcm(pcm, sample_rate, what=f"session {self.id} audio")
+        self._audio = np.concatenate([self._audio, pcm])
+        self.last_input_s = self.engine.clock.now()
+
+    def push_frame(self, frame: np.ndarray) -> None:
+        """The latest camera frame, already at the layout's size (see VisionCodec.fit)."""
+        self._check_open()
+        if self.packer.vision is None:
+            raise ValueError("this model's layout has no camera slots")
+        self.packer.vision.patchify(frame)  # validates size, dtype and channels now
+        self._frame = frame
+        self.last_input_s = self.engine.clock.now()
+
+    def push_text(self, text: str) -> None:
+        self._check_open()
+        if not isinstance(text, str) or not text:
+            raise ValueError("typed text must be a non-empty string")
+        self._text.append(text)
+        self.last_input_s = self.engine.clock.now()
+
+    def push_background(self, text: str) -> None:
+        """A background result (from a thinker) for the model's background track."""
+        self._check_open()
+        self._background.append(text)
+
+    def _take_input(self) -> tuple[TurnInput, tuple[str, ...]]:
+        """This micro-turn's input; what has not arrived is marked missing."""
+        spt = self.layout.samples_per_turn
+        missing: tuple[str, ...] = ()
+        if self._audio.size >= spt:
+            backlog = self._audio.size - 2 * spt
+            if backlog > 0:  # a client that fell behind: keep latency bounded
+                self._audio = self._audio[backlog:]
+                self.metrics.dropped_samples += backlog
+            audio, self._audio = self._audio[:spt], self._audio[spt:]
+        else:
+            audio = None
+            missing = ("user_audio",)
+            self.metrics.missing_inputs += 1
+        frames = []
+        if self.packer.vision is not None:
+            frames = [self._frame] * self.layout.video_frames
+        inputs = TurnInput(
+            audio=audio, video=frames, user_text=self._text, background=self._background
+        )
+        self._text, self._background = [], []
+        return inputs, missing
+
+    # ---- outputs -------------------------------------------------------------------
+    def _emit(self, out: TurnOutputs) -> None:
+        self.outbox.append(out)
+        if self.on_output is not None:
+            self.on_output(self, out)
+
+    def timeline(self) -> Timeline:
+        """What this session's model has done so far."""
+        tl = self.recorder.timeline()
+        tl.meta = {
+            "seed": self.seed,
+            "missing_inputs": self.metrics.missing_inputs,
+            "dropped_samples": self.metrics.dropped_samples,
+            "step_ms_p50": _pct(self.metrics.step_ms, 50),
+            "step_ms_p99": _pct(self.metrics.step_ms, 99),
+            "lateness_ms_p99": _pct(self.metrics.lateness_ms, 99),
+        }
+        return tl
+
+    def audio(self) -> np.ndarray:
+        """Everything the model said, as played (starts at `recorder.audio_start_s`)."""
+        return self.recorder.audio()
+
+
+class Engine:
+    """Live sessions over one model; `tick()` steps them all once, `run()` keeps time."""
+
+    def __init__(
+        self,
+        model: InteractionModel,
+        *,
+        max_sessions: int = 32,
+        clock: Clock | None = None,
+        sampling: SamplingConfig | None = None,
+        idle_timeout_s: float = 120.0,
+        vocoder_iters: int = 2,
+        window_turns: int | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.layout = model.layout
+        self.clock = clock or SimulatedClock()
+        self.sampling = sampling or SamplingConfig()
+        self.idle_timeout_s = idle_timeout_s
+        self.vocoder_iters = vocoder_iters
+        self.state = model.new_state(max_sessions, window_turns=window_turns)
+        self.rows: list[Session] = []  # live sessions, row i = self.rows[i]
+        self.sessions: dict[str, Session] = {}
+        self.ticks = 0
+        self._ids = itertools.count()
+
+    @property
+    def max_sessions(self) -> int:
+        return int(self.state.lengths.shape[0])
+
+    def open(self, session_id: str | None = None, *, seed: int = 0) -> Session:
+        if len(self.rows) >= self.max_sessions:
+            raise RuntimeError(f"all {self.max_sessions} session slots are in use")
+        session_id = session_id or uuid.uuid4().hex[:12]
+        if session_id in self.sessions:
+            raise ValueError(f"session {session_id!r} already exists")
+        session = Session(self, session_id, seed)
+        session.row = len(self.rows)
+        self.state.reset_rows([session.row])
+        self.state.seed_row(session.row, seed)
+        self.rows.append(session)
+        self.sessions[session_id] = session
+        return session
+
+    def get(self, session_id: str) -> Session:
+        try:
+            return self.sessions[session_id]
+        except KeyError:
+            raise KeyError(f"unknown session {session_id!r}") from None
+
+    def close(self, session: Session | str) -> None:
+        """End a session and free its row (the last live row moves into it)."""
+        s = self.get(session) if isinstance(session, str) else session
+        if s.closed:
+            return
+        s.closed = True
+        del self.sessions[s.id]
+        last = self.rows.pop()
+        if last is not s:
+            self.state.move_row(last.row, s.row)
+            last.row = s.row
+            self.rows[s.row] = last
+        self.state.reset_rows([len(self.rows)])
+        s.row = -1
+
+    def close_idle(self) -> list[str]:
+        now = self.clock.now()
+        idle = [s.id for s in self.rows if now - s.last_input_s > self.idle_timeout_s]
+        for sid in idle:
+            self.close(sid)
+        return idle
+
+    def tick(self, deadline_s: float | None = None) -> dict[str, TurnOutputs]:
+        """Step every live session by one micro-turn in one batched forward."""
+        if not self.rows:
+            self.ticks += 1
+            return {}
+        deadline_s = self.clock.now() if deadline_s is None else deadline_s
+        sessions = list(self.rows)
+        packers = [copy.deepcopy(s.packer) for s in sessions]
+        view = self.state.prefix(len(sessions))
+        snapshot = view.snapshot()
+        started = time.perf_counter()
+        try:
+            packed, missing = [], []
+            for s in sessions:
+                inputs, miss = s._take_input()
+                packed.append(s.packer.pack(inputs))
+                missing.append(miss)
+            batch = to_batch(packed)
+            result = self.model.step(
+                view, {k: batch[k] for k in INPUT_KEYS}, sampling=self.sampling
+            )
+        except Exception:
+            view.restore(snapshot)  # the micro-turn never happened
+            for s, p in zip(sessions, packers, strict=True):
+                s.packer = p
+            raise
+        step_ms = (time.perf_counter() - started) * 1000
+        outputs = {}
+        for i, s in enumerate(sessions):
+            outputs[s.id] = self._deliver(s, i, result, step_ms, deadline_s, missing[i])
+        self.ticks += 1
+        return outputs
+
+    def _deliver(
+        self,
+        s: Session,
+        i: int,
+        result: StepResult,
+        step_ms: float,
+        deadline_s: float,
+        missing: tuple[str, ...],
+    ) -> TurnOutputs:
+        lay = self.layout
+        bins = result.model_audio[i].reshape(-1, dmel.N_MELS).numpy()
+        pcm = s.vocoder.push(bins)
+        play_at = lay.output_start_s(s.turn)
+        text_bytes, eom = [], False
+        for tok in result.model_text[i].tolist():
+            if tok == Special.EOM:
+                eom = True
+            elif tok < N_BYTES:
+                text_bytes.append(tok)
+        text = bytes(text_bytes).decode("utf-8", errors="replace")
+        actions = []
+        for tok in result.model_action[i].tolist():
+            if tok in ACTION_NAMES:
+                actions.append(ActionEvent(round(lay.output_start_s(s.turn), 3), ACTION_NAMES[tok]))
+        lateness_ms = max(0.0, (self.clock.now() - deadline_s) * 1000)
+        if isinstance(self.clock, SimulatedClock):
+            lateness_ms = 0.0 if step_ms < lay.micro_turn_ms else step_ms - lay.micro_turn_ms
+        out = TurnOutputs(s.turn, play_at, pcm, text, eom, actions, step_ms, lateness_ms, missing)
+        s.metrics.turns += 1
+        s.metrics.step_ms.append(step_ms)
+        s.metrics.lateness_ms.append(lateness_ms)
+        s.recorder.add_audio(pcm)
+        s.recorder.add_text(lay.output_start_s(s.turn), text, eom)
+        for a in actions:
+            s.recorder.add_action(a)
+        s.recorder.add_turn(
+            TurnRecord(
+                s.turn,
+                round(lay.input_start_s(s.turn + 1), 3),
+                round(step_ms, 3),
+                round(lateness_ms, 3),
+                missing,
+            )
+        )
+        s.turn += 1
+        s._emit(out)
+        return out
+
+    def run(self, n_ticks: int, feed: Callable[[int], None] | None = None) -> None:
+        """Keep time for n_ticks micro-turns: before tick t, `feed(t)` may push inputs;
+        the tick for micro-turn t is due when its input window closes."""
+        start = self.clock.now()
+        for t in range(n_ticks):
+            if feed is not None:
+                feed(t)
+            deadline = start + (t + 1) * self.layout.micro_turn_s
+            self.clock.sleep_until(deadline)
+            self.tick(deadline)
+            self.close_idle()
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def load_model(path: str | None, preset: str | None, *, seed: int = 0) -> InteractionModel:
+    """A trained checkpoint, or (explicitly) a randomly initialised preset."""
+    from microturn.model import ModelConfig, from_pretrained
+
+    if path is not None:
+        return from_pretrained(path)
+    if preset is None:
+        raise ValueError("give a checkpoint folder (--model DIR) or a preset (--preset tiny)")
+    torch.manual_seed(seed)
+    return InteractionModel(ModelConfig.preset(preset))

@@ -1,0 +1,114 @@
+"""Build a Timeline from what a system emitted micro-turn by micro-turn.
+
+Any system (our model through the engine, the cascade baseline, a user's adapter) hands
+the recorder the same things per micro-turn: the audio it plays, the text it writes, its
+actions. Speech segments come from the audio itself (where it is not silent), so a
+segment's start and end are what a listener hears; the text written for it is attached.
+Text the system writes but never voices stays in the timeline as a text-only segment (the
+ASR view of the harness then shows it was not said).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from microturn.codecs.audio import SAMPLE_RATE
+from microturn.stream.episode import ActionEvent, SpeechSegment, Timeline, TurnRecord
+
+FRAME = 160  # 10 ms energy frames
+SPEECH_DB = -45.0  # frame RMS above this (dB full scale) is speech
+MERGE_GAP_S = 0.3  # pauses shorter than this stay inside one utterance
+MIN_SEGMENT_S = 0.08
+TEXT_ATTACH_S = 1.5  # text attaches to audio that starts within this of the text
+
+
+@dataclass
+class TimelineRecorder:
+    system: str
+    micro_turn_s: float
+    episode_id: str | None = None
+    _active: list[bool] = field(default_factory=list)  # per 10 ms frame of played audio
+    _audio: list[np.ndarray] = field(default_factory=list)
+    _messages: list[tuple[float, str]] = field(default_factory=list)  # (time, text)
+    _partial: tuple[float, str] | None = None
+    actions: list[ActionEvent] = field(default_factory=list)
+    turns: list[TurnRecord] = field(default_factory=list)
+    audio_start_s: float = 0.0  # when the first recorded audio sample is played
+
+    def add_audio(self, pcm: np.ndarray) -> None:
+        """Audio played next (consecutive chunks, any length)."""
+        pcm = np.asarray(pcm, np.float32)
+        self._audio.append(pcm)
+
+    def add_text(self, time_s: float, text: str, end_of_message: bool) -> None:
+        """Text written at `time_s`; `end_of_message` closes the current utterance."""
+        if text:
+            if self._partial is None:
+                self._partial = (time_s, text)
+            else:
+                self._partial = (self._partial[0], self._partial[1] + text)
+        if end_of_message and self._partial is not None:
+            self._messages.append(self._partial)
+            self._partial = None
+
+    def add_action(self, action: ActionEvent) -> None:
+        self.actions.append(action)
+
+    def add_turn(self, record: TurnRecord) -> None:
+        self.turns.append(record)
+
+    def audio(self) -> np.ndarray:
+        return np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+
+    def speech_spans(self) -> list[tuple[float, float]]:
+        """(start, end) in seconds of where the played audio has speech."""
+        pcm = self.audio()
+        n = pcm.size // FRAME
+        if n == 0:
+            return []
+        rms = np.sqrt(np.mean(pcm[: n * FRAME].reshape(n, FRAME) ** 2, axis=1) + 1e-12)
+        active = 20 * np.log10(rms) > SPEECH_DB
+        spans: list[list[float]] = []
+        step = FRAME / SAMPLE_RATE
+        for i in np.flatnonzero(active):
+            t = self.audio_start_s + i * step
+            if spans and t - spans[-1][1] <= MERGE_GAP_S:
+                spans[-1][1] = t + step
+            else:
+                spans.append([t, t + step])
+        return [(a, b) for a, b in spans if b - a >= MIN_SEGMENT_S]
+
+    def timeline(self) -> Timeline:
+        messages = list(self._messages)
+        if self._partial is not None:
+            messages.append(self._partial)
+        spans = self.speech_spans()
+        texts: list[list[str]] = [[] for _ in spans]
+        speech: list[SpeechSegment] = []
+        for time_s, text in messages:
+            # the first span that is still going at the text's time or starts soon after
+            idx = next(
+                (
+                    i
+                    for i, (a, b) in enumerate(spans)
+                    if b >= time_s and a <= time_s + TEXT_ATTACH_S
+                ),
+                None,
+            )
+            if idx is None:
+                speech.append(SpeechSegment(time_s, time_s, text.strip()))
+            else:
+                texts[idx].append(text.strip())
+        for (a, b), t in zip(spans, texts, strict=True):
+            speech.append(SpeechSegment(round(a, 3), round(b, 3), " ".join(t)))
+        speech.sort(key=lambda s: s.start_s)
+        return Timeline(
+            system=self.system,
+            micro_turn_s=self.micro_turn_s,
+            episode_id=self.episode_id,
+            speech=speech,
+            actions=list(self.actions),
+            turns=list(self.turns),
+        )
