@@ -1,4 +1,5 @@
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from microturn.cli import main
+from microturn.codecs.audio import write_wav
 from microturn.codecs.dmel import DMelCodec
 from microturn.engine.clock import RealClock, SimulatedClock
 from microturn.engine.engine import Engine, SessionClosedError
@@ -25,8 +27,14 @@ def micro_model() -> InteractionModel:
     """A very small model with 1 s micro-turns: long conversations in few ticks."""
     torch.manual_seed(0)
     cfg = ModelConfig(
-        layout=Layout(micro_turn_ms=1000, audio_group=16, video_size=0, user_text_slots=1,
-                      background_slots=1, model_text_slots=1),
+        layout=Layout(
+            micro_turn_ms=1000,
+            audio_group=16,
+            video_size=0,
+            user_text_slots=1,
+            background_slots=1,
+            model_text_slots=1,
+        ),
         d_model=32,
         n_layers=1,
         n_heads=2,
@@ -226,24 +234,25 @@ def test_run_recording_and_text_events() -> None:
         run_recording(ModelSystem(model), Recording(noise(0), text=[TextEvent(3.0, "late")]))
 
 
-def test_cli_run_writes_a_valid_timeline(tmp_path, speech) -> None:
-    from microturn.codecs.audio import write_wav
+def run_cli(tmp_path, speech, seconds: float, *args: str) -> int:
+    """`microturn run` on the first `seconds` of real speech, writing into tmp_path."""
+    write_wav(tmp_path / "user.wav", speech[: round(seconds * 16000)])
+    return main(
+        ["run", "--audio", str(tmp_path / "user.wav"), "--out", str(tmp_path / "t.json"), *args]
+    )
 
-    write_wav(tmp_path / "user.wav", speech[:24000])
-    rc = main(
-        [
-            "run",
-            "--audio",
-            str(tmp_path / "user.wav"),
-            "--preset",
-            "tiny",
-            "--text",
-            "0.5:hi there",
-            "--out",
-            str(tmp_path / "t.json"),
-            "--wav",
-            str(tmp_path / "m.wav"),
-        ]
+
+def test_cli_run_writes_a_valid_timeline(tmp_path, speech) -> None:
+    rc = run_cli(
+        tmp_path,
+        speech,
+        1.5,
+        "--preset",
+        "tiny",
+        "--text",
+        "0.5:hi there",
+        "--wav",
+        str(tmp_path / "m.wav"),
     )
     assert rc == 0
     tl = Timeline.load(tmp_path / "t.json")
@@ -255,50 +264,16 @@ def test_cli_run_writes_a_valid_timeline(tmp_path, speech) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--text", "nonsense"], "SECONDS:TEXT"),
-        (["--text", "99:too late"], "outside"),
-        (["--video", "missing.mp4"], "no such file|not found|No such"),
+        (["--preset", "tiny", "--text", "nonsense"], "SECONDS:TEXT"),
+        (["--preset", "tiny", "--text", "99:too late"], "outside"),
+        (["--preset", "tiny", "--video", "missing.mp4"], "no such file|not found|No such"),
+        (["--model", "nope"], "checkpoint"),
     ],
 )
 def test_cli_run_bad_input(tmp_path, speech, capsys, args, message) -> None:
-    from microturn.codecs.audio import write_wav
-
-    write_wav(tmp_path / "user.wav", speech[:16000])
-    rc = main(
-        [
-            "run",
-            "--audio",
-            str(tmp_path / "user.wav"),
-            "--preset",
-            "tiny",
-            "--out",
-            str(tmp_path / "t.json"),
-            *args,
-        ]
-    )
-    assert rc == 2
-    import re
-
+    assert run_cli(tmp_path, speech, 1.0, *args) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "t.json").exists()
-
-
-def test_cli_run_needs_a_model(tmp_path, speech, capsys) -> None:
-    from microturn.codecs.audio import write_wav
-
-    write_wav(tmp_path / "user.wav", speech[:16000])
-    rc = main(
-        [
-            "run",
-            "--audio",
-            str(tmp_path / "user.wav"),
-            "--model",
-            str(tmp_path / "nope"),
-            "--out",
-            str(tmp_path / "t.json"),
-        ]
-    )
-    assert rc == 2 and "checkpoint" in capsys.readouterr().err
 
 
 def test_streaming_vocoder_is_continuous_and_faithful(flite_speech) -> None:
