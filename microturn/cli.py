@@ -87,6 +87,12 @@ def _build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
     bm.set_defaults(run=_cmd_bench_model)
 
+    be = bench.add_parser("engine", help="live sessions in real time, re-prefill, long runs")
+    be.add_argument("--out", type=Path, default=Path("out/bench"))
+    be.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    be.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    be.set_defaults(run=_cmd_bench_engine)
+
     demo = sub.add_parser("demo", help="the main job on a fresh machine")
     demo.add_argument("--out", type=Path, default=Path("demo-out"))
     demo.set_defaults(run=_cmd_demo)
@@ -269,6 +275,15 @@ def _cmd_bench_model(args: argparse.Namespace) -> int:
     data = model_bench.run(args.out, quick=args.quick)
     print(markdown_table(data["presets"], model_bench.COLUMNS))
     print(f"\nwrote {args.out}/model.json and {args.out}/model.md")
+    return 0
+
+
+def _cmd_bench_engine(args: argparse.Namespace) -> int:
+    from microturn.bench import engine_bench
+
+    data = engine_bench.run(args.out, quick=args.quick, threads=args.threads)
+    print((args.out / "engine.md").read_text())
+    print(f"realtime_sessions: {data['realtime_sessions']}; wrote {args.out}/engine.json")
     return 0
 
 

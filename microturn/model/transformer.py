@@ -535,6 +535,31 @@ class InteractionModel(nn.Module):
         state.end_turn()
         return result
 
+    @torch.no_grad()
+    def prefill(self, state: StreamState, batch: dict[str, Tensor]) -> None:
+        """Feed whole recorded micro-turns [B, N, ...] (inputs and outputs) into the
+        state in one forward: what a server without streaming sessions must redo for
+        every new micro-turn, and a way to resume a conversation from its record."""
+        from microturn.model.batch import validate_batch
+
+        lay = self.layout
+        validate_batch(batch, lay, batch_size=state.batch_size)
+        b, n = batch[Track.USER_AUDIO.value].shape[:2]
+        n_out = sum(lay.slots(t) for t in OUTPUT_TRACKS)
+        pending = {k: v[:, None] for k, v in state.get_pending().items()}
+        previous = self._in_slot_order(self._output_embeddings(pending), OUTPUT_TRACKS)
+        previous = previous + self.embed.slots.weight[lay.input_slots :]
+        outputs = self._output_embeddings(batch)
+        x = self._in_slot_order({**self.embed.inputs(batch), **outputs}, TRACK_ORDER_ALL)
+        x = torch.cat([previous, self.embed.add_slots(x, 0)[:, :-n_out]], dim=1)
+        valid = torch.ones(b, x.shape[1], dtype=torch.bool, device=x.device)
+        valid[:, :n_out] = (state.current_turns() > 0)[:, None]
+        positions = state.begin(valid)
+        self._blocks(x, positions, state)
+        state.commit(valid)
+        state.set_pending({t.value: batch[t.value][:, -1] for t in OUTPUT_TRACKS})
+        state._put(state.turns, state.current_turns() + n)
+
     def expert_load(self) -> Tensor | None:
         """Share of routed tokens per expert in each layer's last forward [L, E]."""
         loads = [b.ffn.load for b in self.blocks if isinstance(b.ffn, MoE)]
