@@ -93,6 +93,15 @@ def _build_parser() -> argparse.ArgumentParser:
     be.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     be.set_defaults(run=_cmd_bench_engine)
 
+    bi = bench.add_parser("interact", help="interactivity scenarios against a system")
+    bi.add_argument("--system", default="default", help="default | cascade | checkpoint folder")
+    bi.add_argument("--split", default="eval", choices=["eval", "unseen_engine", "train"])
+    bi.add_argument("--episodes", type=int, default=20, help="episodes per scenario")
+    bi.add_argument("--scenarios", help="comma-separated subset (default: all)")
+    bi.add_argument("--seed", type=int, default=0)
+    bi.add_argument("--out", type=Path, default=Path("out/interact"))
+    bi.set_defaults(run=_cmd_bench_interact)
+
     demo = sub.add_parser("demo", help="the main job on a fresh machine")
     demo.add_argument("--out", type=Path, default=Path("demo-out"))
     demo.set_defaults(run=_cmd_demo)
@@ -284,6 +293,18 @@ def _cmd_bench_engine(args: argparse.Namespace) -> int:
     data = engine_bench.run(args.out, quick=args.quick, threads=args.threads)
     print((args.out / "engine.md").read_text())
     print(f"realtime_sessions: {data['realtime_sessions']}; wrote {args.out}/engine.json")
+    return 0
+
+
+def _cmd_bench_interact(args: argparse.Namespace) -> int:
+    from microturn.bench import interact
+
+    names = [n.strip() for n in args.scenarios.split(",")] if args.scenarios else None
+    data = interact.run(
+        args.system, args.split, args.out, episodes=args.episodes, scenarios=names, seed=args.seed
+    )
+    print(interact.report_table(data))
+    print(f"wrote {args.out}/interact.json, interact.md, episodes.json and timeline plots")
     return 0
 
 
