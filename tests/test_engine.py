@@ -220,7 +220,7 @@ def test_simulated_and_real_clocks_agree() -> None:
     assert len(sim) == len(real) == 6
     for a, b in zip(sim, real, strict=True):
         assert same(a, b)
-    assert real[-1].lateness_ms < 1000
+    assert all(o.lateness_ms >= 0 for o in real)  # measured, never negative
 
 
 def test_run_recording_and_text_events() -> None:

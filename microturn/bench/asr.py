@@ -39,6 +39,7 @@ ACTIVE_DBFS = -45.0
 HANGOVER_S = 0.3
 MIN_ACTIVE_S = 0.08
 CONTEXT_S = 0.1
+VTLN_WARP = 1.3
 GROUP_GAP_S = 2.0
 _FRAME = round(FRAME_S * SAMPLE_RATE)
 # pocketsphinx's own tokens that are not words: silence, sentence marks, fillers.
@@ -52,7 +53,7 @@ def _decoder() -> Any:
         from pocketsphinx import Decoder
     except ImportError as err:  # pragma: no cover - a dependency of the project
         raise RuntimeError("pocketsphinx is not installed: pip install pocketsphinx") from err
-    return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+    return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", warp_params=str(VTLN_WARP))
 
 
 def _to_int16(pcm: np.ndarray) -> bytes:
@@ -62,6 +63,7 @@ def _to_int16(pcm: np.ndarray) -> bytes:
 def _decode(pcm: np.ndarray) -> tuple[str, list[tuple[str, float, float]]]:
     """Text and (word, start, end) seconds within `pcm`."""
     dec = _decoder()
+    dec.reinit_feat()  # noise and CMN estimates otherwise carry over between calls
     dec.start_utt()
     dec.process_raw(_to_int16(pcm), full_utt=True)
     dec.end_utt()
@@ -80,9 +82,10 @@ def _decode(pcm: np.ndarray) -> tuple[str, list[tuple[str, float, float]]]:
 
 
 def transcribe(pcm: np.ndarray) -> str:
-    """Lowercase words heard in 16 kHz mono float32 `pcm` ("" for none)."""
+    """Lowercase words heard in 16 kHz mono float32 `pcm`; "" when no frame is loud enough
+    to be speech (pocketsphinx "hears" words in digital silence)."""
     pcm = validate_pcm(pcm, SAMPLE_RATE, what="audio to transcribe")
-    return _decode(pcm)[0]
+    return _decode(pcm)[0] if speech_stretches(pcm) else ""
 
 
 def active_frames(pcm: np.ndarray) -> np.ndarray:

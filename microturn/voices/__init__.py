@@ -1,10 +1,12 @@
 """Speech synthesis for training and evaluation data: text -> 16 kHz mono float32 + words.
 
-Two engines, both small Debian packages that run on any CPU:
+Three engines, all small Debian packages that run on any CPU:
 - espeak-ng (`apt-get install espeak-ng`), through its C library so word timings are exact;
   voices like "en-us", "en-us+f3", "en-gb-scotland+m2".
 - flite (`apt-get install flite`), through its CLI; voices "slt", "awb", "rms", "kal16",
   "kal" (8 kHz, resampled).
+- festival (`apt-get install festival festvox-kallpc16k festvox-kdlpc16k`), through its CLI;
+  voices "kal_diphone", "ked_diphone". Used only for the held-out `unseen_engine` split.
 
 Renders are cached on disk (see `cache.py`), so a data pipeline can ask for the same
 sentence many times and workers can share one cache directory.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from microturn.codecs.audio import SAMPLE_RATE, validate_pcm
 
-from . import espeak, flite
+from . import espeak, festival, flite
 from .base import ENGINES, MissingSynthesizerError, Speech, Voice
 from .cache import CACHE_VERSION, default_cache_dir, entry_path, load, store
 
@@ -35,7 +37,7 @@ __all__ = [
     "synthesize",
 ]
 
-_BACKENDS = {espeak.ENGINE: espeak, flite.ENGINE: flite}
+_BACKENDS = {espeak.ENGINE: espeak, flite.ENGINE: flite, festival.ENGINE: festival}
 
 
 def _as_voice(voice: Voice | str) -> Voice:
@@ -64,7 +66,7 @@ def synthesize(
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"nothing to say: text is empty or whitespace ({text!r})")
     if "\0" in text:
-        raise ValueError("text contains a NUL character (neither engine can take it)")
+        raise ValueError("text contains a NUL character (no engine can take it)")
     path = None
     if use_cache:
         path = entry_path(cache_dir if cache_dir is not None else default_cache_dir(), voice, text)

@@ -14,7 +14,7 @@ import numpy as np
 from microturn.codecs.audio import SAMPLE_RATE
 from microturn.stream.episode import Word
 
-ENGINES = ("espeak-ng", "flite")
+ENGINES = ("espeak-ng", "flite", "festival")  # festival: held out for unseen_engine
 RATE_RANGE = (80, 450)  # words per minute; espeak-ng's own limits
 PITCH_RANGE = (0, 99)
 DEFAULT_RATE = 175  # espeak-ng's default words per minute; flite's duration_stretch=1 is near it
