@@ -12,9 +12,9 @@ import pytest
 from microturn.codecs.vision import VisionCodec
 from microturn.data import FACTS_PATH, load_facts
 from microturn.scenarios import delegation, get, proactive_vision, render, repetition_counting
+from microturn.scenarios.base import arrival_s
 from microturn.scenarios.delegation import contains_answer
-from microturn.scenarios.repetition_counting import numbers_in
-from microturn.scenarios.scoring import number_words, says
+from microturn.scenarios.scoring import number_words, numbers_in, says
 from microturn.stream.episode import ActionEvent, Episode, Event, SpeechSegment, Timeline
 from microturn.stream.layout import Layout, pack_episode
 
@@ -225,7 +225,7 @@ def test_proactive_timing_and_wording() -> None:
         visual = proactive_vision.find_event(ep, "visual_event")
         seen.add(visual.data["scene"])
         typed = ep.user_text[0]
-        assert end == proactive_vision.text_arrival_s(typed.text, typed.time_s, 2)
+        assert end == arrival_s([typed], typed, 2)
         assert 3.0 <= visual.time_s - end <= 20.2
         ack, cue = ep.reference.speech
         assert 0.3 <= ack.start_s - end <= 0.6 + 1e-6

@@ -21,11 +21,18 @@ Voice activity is plain energy, chosen for synthesized speech:
   2 s apart are transcribed together (with 0.1 s of audio either side, since onsets start
   below the threshold) and each recognized word goes to the stretch its middle falls in:
   pocketsphinx's language model hears lone short words poorly and numbers in a row well.
+
+Decoder settings: the bundled model as shipped, plus vocal tract length normalization with
+a warp of 1.3, because slt is a high female voice: on 24 short flite slt cues (numbers,
+"turn left", acknowledgements), clean and after dMel, exact transcripts went from 41 to
+46 of 48. The feature state (noise and CMN estimates) is reset before every call, so a
+transcript does not depend on what was decoded before; one lock guards the one decoder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -44,6 +51,7 @@ GROUP_GAP_S = 2.0
 _FRAME = round(FRAME_S * SAMPLE_RATE)
 # pocketsphinx's own tokens that are not words: silence, sentence marks, fillers.
 _NOT_WORDS = {"<s>", "</s>", "<sil>"}
+_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=1)
@@ -62,20 +70,21 @@ def _to_int16(pcm: np.ndarray) -> bytes:
 
 def _decode(pcm: np.ndarray) -> tuple[str, list[tuple[str, float, float]]]:
     """Text and (word, start, end) seconds within `pcm`."""
-    dec = _decoder()
-    dec.reinit_feat()  # noise and CMN estimates otherwise carry over between calls
-    dec.start_utt()
-    dec.process_raw(_to_int16(pcm), full_utt=True)
-    dec.end_utt()
-    hyp = dec.hyp()
-    if hyp is None:
-        return "", []
-    frame_s = 1.0 / float(dec.config["frate"])
-    words = [
-        (seg.word, seg.start_frame * frame_s, (seg.end_frame + 1) * frame_s)
-        for seg in dec.seg()
-        if seg.word not in _NOT_WORDS and not seg.word.startswith("[")
-    ]
+    raw = _to_int16(pcm)
+    with _LOCK:
+        dec = _decoder()
+        dec.reinit_feat()  # noise and CMN estimates otherwise carry over between calls
+        dec.start_utt()
+        dec.process_raw(raw, full_utt=True)
+        dec.end_utt()
+        if dec.hyp() is None:
+            return "", []
+        frame_s = 1.0 / float(dec.config["frate"])
+        words = [
+            (seg.word, seg.start_frame * frame_s, (seg.end_frame + 1) * frame_s)
+            for seg in dec.seg()
+            if seg.word not in _NOT_WORDS and not seg.word.startswith("[")
+        ]
     # Alternative pronunciations are written "word(2)".
     words = [(w.split("(", 1)[0], s, e) for w, s, e in words]
     return " ".join(w for w, _, _ in words), words
@@ -164,6 +173,7 @@ def asr_timeline(timeline: Timeline, model_audio: np.ndarray) -> Timeline:
             "active_dbfs": ACTIVE_DBFS,
             "hangover_s": HANGOVER_S,
             "frame_s": FRAME_S,
+            "vtln_warp": VTLN_WARP,
         },
     }
     return dataclasses.replace(

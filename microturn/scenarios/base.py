@@ -9,6 +9,7 @@ The same `generate` feeds training (split "train") and the benchmark ("eval",
 from __future__ import annotations
 
 import hashlib
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from microturn.stream.episode import (
     VideoTrack,
     Word,
 )
+from microturn.stream.layout import Layout
 from microturn.voices import Voice, synthesize
 
 SPLITS = ("train", "eval", "unseen_engine")
@@ -231,3 +233,90 @@ def user_voice(rng: np.random.Generator, split: str) -> Voice:
     return Voice(
         "espeak-ng", name, rate=int(rng.integers(130, 200)), pitch=int(rng.integers(30, 70))
     )
+
+
+# ---------------------------------------------------------------------------------
+# Shared by every scenario: placing requests and replies, and reading events back
+# ---------------------------------------------------------------------------------
+
+TEXT_LAYOUT = Layout.preset("tiny")  # every preset moves text at the same rate
+MIN_EPISODE_S = 8.0
+MAX_EPISODE_S = 30.0  # the model's attention window: an episode fits in it whole
+
+
+def check_driver(driver: str) -> str:
+    if driver not in DRIVERS:
+        raise ValueError(f"unknown driver {driver!r}; drivers: {', '.join(DRIVERS)}")
+    return driver
+
+
+def pick(rng: np.random.Generator, options: tuple[Any, ...] | list[Any]) -> Any:
+    """One option, chosen by index so tuples of tuples stay intact."""
+    return options[int(rng.integers(len(options)))]
+
+
+def arrival_s(
+    messages: list[TextEvent], event: TextEvent, slots: int, layout: Layout = TEXT_LAYOUT
+) -> float:
+    """When the model has all of `event` (its last byte and EOM) on a text track moving
+    `slots` tokens per micro-turn, given every message queued on that track.
+
+    Messages queue in order from the micro-turn they arrive in (what `TurnPacker` does);
+    a micro-turn's input is complete when it ends. At 2 slots per 200 ms a 40-byte
+    message takes 4 s.
+    """
+    slot = 0  # the next free slot, counted over the whole episode
+    for e in sorted(messages, key=lambda e: e.time_s):
+        n = len(e.text.encode("utf-8")) + 1  # + EOM
+        slot = max(slot, layout.input_turn(e.time_s) * slots)
+        last = slot + n - 1
+        slot += n
+        if e is event:
+            return (last // slots + 1) * layout.micro_turn_s
+    raise ValueError("event is not among the messages")
+
+
+def typing_s(text: str, layout: Layout = TEXT_LAYOUT) -> float:
+    """How long a typed message takes to flow in when the queue is empty (bytes + EOM)."""
+    tokens = len(text.encode("utf-8")) + 1
+    return -(-tokens // layout.user_text_slots) * layout.micro_turn_s
+
+
+def user_turn(b: EpisodeBuilder, text: str, at: float, driver: str) -> tuple[float, float]:
+    """The user says or types `text` from `at` s. Returns (start_s, end_s): when the first
+    word is heard (or the message typed) and when the model has all of it (the last word
+    ends, or the typed message has fully arrived)."""
+    if check_driver(driver) == "speech":
+        seg = b.user_says(text, at)
+        return seg.start_s, seg.end_s
+    event = b.user_types(text, at)
+    return at, arrival_s(b.user_text, event, TEXT_LAYOUT.user_text_slots)
+
+
+def lead_s(text: str, voice: Voice = MODEL_VOICE) -> float:
+    """Silence before the first word of `text` said by `voice` (flite leads with ~0.2 s)."""
+    words = synthesize(text, voice).words
+    return words[0].start_s if words else 0.0
+
+
+def model_speaks(b: EpisodeBuilder, text: str, start_s: float) -> SpeechSegment:
+    """Reference speech whose first word starts at `start_s` (as close as the 0.4 s floor
+    for the first output window allows)."""
+    return b.model_says(text, max(EARLIEST_MODEL_S, start_s - lead_s(text)))
+
+
+def episode_length(end_s: float, tail_s: float = 1.5) -> float:
+    """Episode duration: `tail_s` after the last thing, at least 8 s, a whole micro-turn."""
+    turn = TEXT_LAYOUT.micro_turn_s
+    length = max(MIN_EPISODE_S, math.ceil((end_s + tail_s) / turn - 1e-9) * turn)
+    if length > MAX_EPISODE_S + 1e-9:
+        raise ValueError(f"episode would last {length:.1f} s, over {MAX_EPISODE_S} s")
+    return round(length, 6)
+
+
+def find_event(episode: Episode, kind: str) -> Event:
+    """The episode's first ground-truth event of `kind` (ValueError if absent)."""
+    for e in episode.events:
+        if e.kind == kind:
+            return e
+    raise ValueError(f"episode {episode.id} has no {kind!r} event")

@@ -34,17 +34,19 @@ from typing import Any
 import numpy as np
 
 from microturn.data import FACTS_PATH, load_facts
-from microturn.scenarios.base import EpisodeBuilder, Scenario, rng_for, user_voice
-from microturn.scenarios.proactive_vision import (
+from microturn.scenarios.base import (
+    EpisodeBuilder,
+    Scenario,
+    arrival_s,
     check_driver,
     find_event,
+    model_speaks,
     pick,
-    say_starting,
-    text_arrival_s,
-    user_asks,
+    rng_for,
+    user_turn,
+    user_voice,
 )
-from microturn.scenarios.repetition_counting import numbers_in
-from microturn.scenarios.scoring import median, rate, says
+from microturn.scenarios.scoring import median, numbers_in, rate, says
 from microturn.stream.episode import Episode, Timeline
 from microturn.stream.layout import Layout
 
@@ -149,15 +151,15 @@ class Delegation(Scenario):
             task, result = f"lookup: {key}", self.facts[key]
             answer_text = pick(rng, ANSWERS[kind]).format(key=key, value=result)
             hold = pick(rng, LOOKUP_HOLDS)
-        start, end = user_asks(builder, question, float(rng.uniform(0.5, 2.0)), driver)
+        start, end = user_turn(builder, question, float(rng.uniform(0.5, 2.0)), driver)
         act_at = end + float(rng.uniform(0.2, 0.4))
         builder.model_acts("delegate", task, act_at)
-        held = say_starting(builder, hold, end + float(rng.uniform(0.3, 0.6)))
+        held = model_speaks(builder, hold, end + float(rng.uniform(0.3, 0.6)))
         result_at = act_at + float(rng.uniform(*RESULT_DELAY_S))
-        builder.background_result(result, result_at)
-        arrived = text_arrival_s(result, result_at, BACKGROUND_SLOTS)
+        result_event = builder.background_result(result, result_at)
+        arrived = arrival_s(builder.background, result_event, BACKGROUND_SLOTS)
         answer_at = max(arrived + float(rng.uniform(0.3, 0.6)), held.end_s + 0.3)
-        answer = say_starting(builder, answer_text, answer_at)
+        answer = model_speaks(builder, answer_text, answer_at)
         duration = max(MIN_DURATION_S, answer.end_s + float(rng.uniform(1.0, 2.5)))
         if duration > MAX_DURATION_S:
             raise ValueError(f"seed {seed}: episode would last {duration:.1f} s")

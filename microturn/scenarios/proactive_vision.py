@@ -23,31 +23,29 @@ the last typed byte reached the model (typed), and `event` = the first frame sho
 Metrics: `accuracy`, `false_alarm_rate` (share of episodes with a cue before the event),
 `delay_median_s` (median over correct episodes; None when there are none).
 
-Also here, for every scenario of this family: `user_asks` (place a spoken or typed
-request and say when it has fully reached the model), `text_arrival_s` and
-`say_starting` (model speech whose first word starts at a given time).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from microturn.scenarios import render
 from microturn.scenarios.base import (
-    DRIVERS,
-    EARLIEST_MODEL_S,
     MODEL_VOICE,
     EpisodeBuilder,
     Scenario,
+    check_driver,
+    find_event,
+    model_speaks,
+    pick,
     rng_for,
+    user_turn,
     user_voice,
 )
 from microturn.scenarios.scoring import median, number_words, rate, says
-from microturn.stream.episode import Episode, Event, SpeechSegment, Timeline
-from microturn.stream.layout import Layout
+from microturn.stream.episode import Episode, Timeline
 from microturn.voices import synthesize
 
 NAME = "proactive_vision"
@@ -102,61 +100,6 @@ CUE_WORDS: dict[str, tuple[str, ...]] = {
     "tower": ("done", "finished", "complete"),
 }
 
-_TEXT_LAYOUT = Layout()  # every preset moves text at the same rate
-
-
-# ---------------------------------------------------------------------------------
-# Helpers shared by proactive_vision, repetition_counting and delegation
-# ---------------------------------------------------------------------------------
-
-
-def text_arrival_s(text: str, at: float, slots: int) -> float:
-    """When the last token (EOM) of `text`, queued at `at` s on a text track moving
-    `slots` tokens per micro-turn, has reached the model (the end of that input window).
-    Typed text and background results move 10 bytes/s: a 40-byte message takes 4 s."""
-    n = len(text.encode("utf-8")) + 1
-    first = _TEXT_LAYOUT.input_turn(at)
-    return _TEXT_LAYOUT.input_start_s(first + math.ceil(n / slots))
-
-
-def user_asks(builder: EpisodeBuilder, text: str, at: float, driver: str) -> tuple[float, float]:
-    """The user asks `text` at `at` s, spoken or typed; returns (start, end) where `end`
-    is when the whole request has reached the model (last word heard / last byte in)."""
-    if driver == "speech":
-        seg = builder.user_says(text, at)
-        return seg.start_s, seg.end_s
-    if driver == "text":
-        builder.user_types(text, at)
-        return at, text_arrival_s(text, at, _TEXT_LAYOUT.user_text_slots)
-    raise ValueError(f"unknown driver {driver!r}; drivers: {', '.join(DRIVERS)}")
-
-
-def say_starting(builder: EpisodeBuilder, text: str, start_s: float) -> SpeechSegment:
-    """Reference speech whose first word starts at `start_s` (voices lead in with a little
-    silence; the synthesis is cached, so asking for it twice costs nothing)."""
-    words = synthesize(text, MODEL_VOICE).words
-    lead = words[0].start_s if words else 0.0
-    return builder.model_says(text, max(EARLIEST_MODEL_S, start_s - lead))
-
-
-def check_driver(driver: str) -> str:
-    if driver not in DRIVERS:
-        raise ValueError(f"unknown driver {driver!r}; drivers: {', '.join(DRIVERS)}")
-    return driver
-
-
-def pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
-    return str(options[int(rng.integers(len(options)))])
-
-
-def find_event(episode: Episode, kind: str) -> Event:
-    """The episode's first ground-truth event of `kind` (ValueError if absent)."""
-    for e in episode.events:
-        if e.kind == kind:
-            return e
-    raise ValueError(f"episode {episode.id} has no {kind!r} event")
-
-
 # ---------------------------------------------------------------------------------
 # The scenario
 # ---------------------------------------------------------------------------------
@@ -183,8 +126,8 @@ class ProactiveVision(Scenario):
         scene = SCENES[int(rng.integers(len(SCENES)))]
         height = int(rng.integers(3, 8))
         request = _scene_text(pick(rng, REQUESTS[scene]), height, driver == "text", rng)
-        start, end = user_asks(builder, request, float(rng.uniform(0.5, 2.0)), driver)
-        ack = say_starting(builder, pick(rng, ACKS), end + float(rng.uniform(0.3, 0.6)))
+        start, end = user_turn(builder, request, float(rng.uniform(0.5, 2.0)), driver)
+        ack = model_speaks(builder, pick(rng, ACKS), end + float(rng.uniform(0.3, 0.6)))
         cue_text = _scene_text(pick(rng, CUES[scene]), height, False, rng)
         cue_len = synthesize(cue_text, MODEL_VOICE).duration_s
         tail = float(rng.uniform(1.5, 3.0))
@@ -193,7 +136,7 @@ class ProactiveVision(Scenario):
         if latest < earliest:
             raise ValueError(f"seed {seed}: the request leaves no room for the event")
         event = render.snap_to_frame(end + float(rng.uniform(earliest, latest)), self.fps)
-        cue = say_starting(builder, cue_text, event + float(rng.uniform(0.3, 0.6)))
+        cue = model_speaks(builder, cue_text, event + float(rng.uniform(0.3, 0.6)))
         duration = max(MIN_DURATION_S, cue.end_s + tail)
         if scene == "light":
             video = render.traffic_light(rng, event, duration, size=self.size, fps=self.fps)

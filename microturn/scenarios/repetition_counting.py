@@ -22,15 +22,18 @@ from __future__ import annotations
 from typing import Any
 
 from microturn.scenarios import render
-from microturn.scenarios.base import EpisodeBuilder, Scenario, rng_for, user_voice
-from microturn.scenarios.proactive_vision import (
+from microturn.scenarios.base import (
+    EpisodeBuilder,
+    Scenario,
     check_driver,
     find_event,
+    model_speaks,
     pick,
-    say_starting,
-    user_asks,
+    rng_for,
+    user_turn,
+    user_voice,
 )
-from microturn.scenarios.scoring import normalize, number_words, rate
+from microturn.scenarios.scoring import number_words, numbers_in, rate
 from microturn.stream.episode import Episode, Timeline
 
 NAME = "repetition_counting"
@@ -67,71 +70,6 @@ ANSWERS: dict[str, tuple[str, ...]] = {
     "move": ("it moved {n} times", "{n} times", "that was {n} moves", "I counted {n}"),
 }
 
-_UNITS = {number_words(n): n for n in range(20)}
-_TENS = {number_words(n): n for n in range(20, 100, 10)}
-_SINGLE = {"once": 1, "twice": 2, "thrice": 3}
-
-
-def numbers_in(text: str) -> list[int]:
-    """Every number said in `text`, in order: digits ("7", "10,063") and words ("seven",
-    "ten thousand sixty three", "one hundred and five", "twice"). Words that cannot
-    continue a number start a new one: "six seven" is [6, 7], "nineteen sixty" [19, 60]."""
-    out: list[int] = []
-    total = group = 0
-    last: str | None = None  # kind of the previous number word; None: not in a number
-
-    def flush() -> None:
-        nonlocal total, group, last
-        if last is not None:
-            out.append(total + group)
-        total = group = 0
-        last = None
-
-    words = normalize(text).split()
-    for i, w in enumerate(words):
-        if w in _SINGLE:
-            flush()
-            out.append(_SINGLE[w])
-        elif w in _UNITS:
-            v = _UNITS[w]
-            kind = "unit" if v < 10 else "teen"
-            fits = last in (None, "hundred", "thousand") or (
-                kind == "unit" and last == "tens" and group % 10 == 0 and v > 0
-            )
-            if not fits or (v == 0 and last is not None):
-                flush()
-            group += v
-            last = kind
-        elif w in _TENS:
-            if last not in (None, "hundred", "thousand"):
-                flush()
-            group += _TENS[w]
-            last = "tens"
-        elif w == "hundred":
-            if last in ("unit", "teen") and 0 < group < 100:
-                group *= 100
-            else:
-                flush()
-                group = 100
-            last = "hundred"
-        elif w == "thousand":
-            if last is not None and group > 0:
-                if total:  # "five thousand three thousand": a second number
-                    out.append(total)
-                total, group = group * 1000, 0
-            else:
-                flush()
-                total = 1000
-            last = "thousand"
-        elif w == "and" and last in ("hundred", "thousand") and i + 1 < len(words):
-            nxt = words[i + 1]
-            if nxt not in _UNITS and nxt not in _TENS:
-                flush()
-        else:
-            flush()
-    flush()
-    return out
-
 
 class RepetitionCounting(Scenario):
     """Watch a repeated motion, then say how many repetitions there were."""
@@ -152,9 +90,9 @@ class RepetitionCounting(Scenario):
         schedule = render.rep_schedule(rng, count, float(rng.uniform(0.5, 2.0)), MAX_MOTION_S)
         question = pick(rng, QUESTIONS[verb]).format(thing=kind)
         ask_at = schedule.end_s + float(rng.uniform(0.5, 2.0))
-        start, end = user_asks(builder, question, ask_at, driver)
+        start, end = user_turn(builder, question, ask_at, driver)
         answer_text = pick(rng, ANSWERS[verb]).format(n=number_words(count))
-        answer = say_starting(builder, answer_text, end + float(rng.uniform(0.3, 0.6)))
+        answer = model_speaks(builder, answer_text, end + float(rng.uniform(0.3, 0.6)))
         duration = max(MIN_DURATION_S, answer.end_s + float(rng.uniform(1.0, 2.5)))
         if duration > MAX_DURATION_S:
             raise ValueError(f"seed {seed}: episode would last {duration:.1f} s")

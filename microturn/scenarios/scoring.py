@@ -94,3 +94,69 @@ def median(values: Iterable[float]) -> float | None:
 def rate(flags: Iterable[bool]) -> float | None:
     vals = [bool(f) for f in flags]
     return float(np.mean(vals)) if vals else None
+
+
+_WORD_UNITS = {number_words(n): n for n in range(20)}
+_WORD_TENS = {number_words(n): n for n in range(20, 100, 10)}
+_SINGLE = {"once": 1, "twice": 2, "thrice": 3}
+
+
+def numbers_in(text: str) -> list[int]:
+    """Every number said in `text`, in order: digits ("7", "10,063") and words ("seven",
+    "ten thousand sixty three", "one hundred and five", "twice"). Words that cannot
+    continue a number start a new one: "six seven" is [6, 7], "nineteen sixty" [19, 60]."""
+    out: list[int] = []
+    total = group = 0
+    last: str | None = None  # kind of the previous number word; None: not in a number
+
+    def flush() -> None:
+        nonlocal total, group, last
+        if last is not None:
+            out.append(total + group)
+        total = group = 0
+        last = None
+
+    words = normalize(text).split()
+    for i, w in enumerate(words):
+        if w in _SINGLE:
+            flush()
+            out.append(_SINGLE[w])
+        elif w in _WORD_UNITS:
+            v = _WORD_UNITS[w]
+            kind = "unit" if v < 10 else "teen"
+            fits = last in (None, "hundred", "thousand") or (
+                kind == "unit" and last == "tens" and group % 10 == 0 and v > 0
+            )
+            if not fits or (v == 0 and last is not None):
+                flush()
+            group += v
+            last = kind
+        elif w in _WORD_TENS:
+            if last not in (None, "hundred", "thousand"):
+                flush()
+            group += _WORD_TENS[w]
+            last = "tens"
+        elif w == "hundred":
+            if last in ("unit", "teen") and 0 < group < 100:
+                group *= 100
+            else:
+                flush()
+                group = 100
+            last = "hundred"
+        elif w == "thousand":
+            if last is not None and group > 0:
+                if total:  # "five thousand three thousand": a second number
+                    out.append(total)
+                total, group = group * 1000, 0
+            else:
+                flush()
+                total = 1000
+            last = "thousand"
+        elif w == "and" and last in ("hundred", "thousand") and i + 1 < len(words):
+            nxt = words[i + 1]
+            if nxt not in _WORD_UNITS and nxt not in _WORD_TENS:
+                flush()
+        else:
+            flush()
+    flush()
+    return out
