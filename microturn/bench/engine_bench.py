@@ -67,9 +67,16 @@ def _rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def long_session(model: InteractionModel, minutes: float) -> dict[str, float]:
+def long_session(
+    minutes: float, preset: str = "tiny", threads: int | None = None
+) -> dict[str, float]:
     """One session for `minutes` of simulated conversation: step time and resident memory
-    in minute 1 against the last minute."""
+    in minute 1 against the last minute. Run it in a fresh process (`run` does), so the
+    memory figures are this session's and not what earlier measurements left behind."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = InteractionModel(ModelConfig.preset(preset)).eval()
     lay = model.layout
     per_min = round(60 / lay.micro_turn_s)
     engine = Engine(model, max_sessions=1)
@@ -122,7 +129,10 @@ def run(out: Path, *, quick: bool = False, threads: int | None = None) -> dict[s
     reprefill = {}
     for m in tqdm(minutes, desc="re-prefill", unit="context"):
         reprefill[f"{m:g}min"] = reprefill_ratio(model, m, one)
-    long = long_session(model, 1.2 if quick else 30)
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        long = pool.apply(long_session, (1.2 if quick else 30, "tiny", threads))
     data = {
         "machine": machine(),
         "preset": "tiny",

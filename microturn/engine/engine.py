@@ -30,7 +30,7 @@ from microturn.codecs.audio import SAMPLE_RATE, validate_pcm
 from microturn.codecs.text import ACTION_NAMES, N_BYTES, ByteTokenizer, Special
 from microturn.engine.clock import Clock, SimulatedClock
 from microturn.engine.recorder import TimelineRecorder
-from microturn.engine.vocoder import StreamingVocoder
+from microturn.engine.vocoder import StreamingVocoder, decode_many
 from microturn.model import InteractionModel, SamplingConfig, StepResult, to_batch
 from microturn.stream.episode import ActionEvent, Timeline, TurnRecord
 from microturn.stream.layout import INPUT_TRACKS, TurnInput, TurnPacker
@@ -274,10 +274,12 @@ class Engine:
             for s, p in zip(sessions, packers, strict=True):
                 s.packer = p
             raise
+        bins = result.model_audio.reshape(len(sessions), -1, dmel.N_MELS).numpy()
+        speech = decode_many([s.vocoder for s in sessions], list(bins))  # one batch
         step_ms = (time.perf_counter() - started) * 1000
         outputs = {}
         for i, s in enumerate(sessions):
-            outputs[s.id] = self._deliver(s, i, result, step_ms, deadline_s, missing[i])
+            outputs[s.id] = self._deliver(s, i, result, speech[i], step_ms, deadline_s, missing[i])
         self.ticks += 1
         return outputs
 
@@ -286,13 +288,12 @@ class Engine:
         s: Session,
         i: int,
         result: StepResult,
+        pcm: np.ndarray,
         step_ms: float,
         deadline_s: float,
         missing: tuple[str, ...],
     ) -> TurnOutputs:
         lay = self.layout
-        bins = result.model_audio[i].reshape(-1, dmel.N_MELS).numpy()
-        pcm = s.vocoder.push(bins)
         play_at = lay.output_start_s(s.turn)
         text_bytes, eom = [], False
         for tok in result.model_text[i].tolist():

@@ -19,6 +19,8 @@ exactly as many samples as it got frames x 200.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from microturn.codecs import dmel
@@ -28,81 +30,106 @@ _DELAY = dmel.WIN_LENGTH  # 800 samples (50 ms) until a sample is covered by all
 _CROSSFADE = 200  # samples blended between the previous call's tail and this call's head
 
 
+_STFT = {
+    "n_fft": dmel.N_FFT,
+    "hop_length": dmel.HOP,
+    "win_length": dmel.WIN_LENGTH,
+    "window": "hann",
+    "center": False,
+}
+_BINS = dmel.N_FFT // 2 + 1
+
+
+@lru_cache(maxsize=1)
+def _codec() -> dmel.DMelCodec:
+    """One codec per process: its filterbank pseudo-inverse is computed once."""
+    return dmel.DMelCodec()
+
+
 class StreamingVocoder:
     """Per-stream decoder state: the last frames' magnitudes and phases, and the tail of
-    audio decoded but not yet final."""
+    audio decoded but not yet final. `decode_many` steps many streams in one batch."""
 
     def __init__(self, n_iter: int = 4, context_frames: int = 8) -> None:
         if context_frames < _DELAY // dmel.HOP + 1:
             raise ValueError(f"context_frames must be >= {_DELAY // dmel.HOP + 1}")
-        self.codec = dmel.DMelCodec()
         self.n_iter = n_iter
         self.context = context_frames
-        self._mag = np.zeros((dmel.N_FFT // 2 + 1, 0), np.float32)
-        self._phase = np.zeros((dmel.N_FFT // 2 + 1, 0), np.float32)
-        self._tail = np.zeros(0, np.float32)  # previous decode of not-yet-final samples
+        self.mag = np.zeros((_BINS, context_frames), np.float32)  # zeros: nothing ringing
+        self.phase = np.zeros((_BINS, context_frames), np.float32)
+        self.tail = np.zeros(_CROSSFADE, np.float32)  # earlier decode of the next samples
         self.frames_seen = 0
-        freqs = np.arange(dmel.N_FFT // 2 + 1)
-        self._advance = (2 * np.pi * freqs * dmel.HOP / dmel.N_FFT).astype(np.float32)
+
+    @property
+    def quiet(self) -> bool:
+        return not self.mag.any()
 
     def push(self, bins: np.ndarray) -> np.ndarray:
         """New dMel frames [F, 80] -> F * 200 samples of speech (50 ms behind)."""
-        import librosa
+        return decode_many([self], [bins])[0]
 
-        bins = dmel.validate_bins(bins)
-        f = bins.shape[0]
-        if f == 0:
-            return np.zeros(0, np.float32)
-        silent = not bins.any() and not self._mag.size
-        if silent:  # nothing said and nothing ringing: no work
-            self.frames_seen += f
-            return np.zeros(f * dmel.HOP, np.float32)
-        mel = self.codec.bins_to_mel(bins)
-        new_mag = np.maximum(self.codec.mel_pinv @ mel, 0.0)
-        new_mag[:, ~bins.any(axis=1)] = 0.0
-        mag = np.concatenate([self._mag, new_mag], axis=1)
-        c = self._mag.shape[1]
-        # Phase: carried over for context frames, advanced at each bin's frequency after.
-        last = self._phase[:, -1] if c else np.zeros(mag.shape[0], np.float32)
-        steps = np.arange(1, f + 1, dtype=np.float32)[None, :]
-        new_phase = last[:, None] + self._advance[:, None] * steps
-        phase = np.concatenate([self._phase, new_phase], axis=1)
-        n = mag.shape[1]
-        stft_args = {
-            "n_fft": dmel.N_FFT,
-            "hop_length": dmel.HOP,
-            "win_length": dmel.WIN_LENGTH,
-            "window": "hann",
-            "center": False,
-        }
-        length = (n - 1) * dmel.HOP + dmel.N_FFT
-        estimate = mag * np.exp(1j * phase)
-        for _ in range(self.n_iter):
-            audio = librosa.istft(estimate, length=length, **stft_args)
-            rebuilt = librosa.stft(audio, **stft_args)
-            estimate = mag * np.exp(1j * np.angle(rebuilt))
-        audio = librosa.istft(estimate, length=length, **stft_args)
-        # Decoded audio starts at original sample (first frame)*200 - 712.
-        first_frame = self.frames_seen - c
-        origin = first_frame * dmel.HOP - _LEFT
-        final_end = (self.frames_seen + f) * dmel.HOP - _DELAY  # covered by all its frames
-        emit_start = self.frames_seen * dmel.HOP - _DELAY
-        if emit_start >= origin:
-            out = audio[emit_start - origin : final_end - origin].astype(np.float32)
-        else:  # the stream's first frames: nothing was decoded before `origin`
-            head = np.zeros(origin - emit_start, np.float32)
-            out = np.concatenate([head, audio[: final_end - origin]]).astype(np.float32)
-        fade = min(_CROSSFADE, self._tail.size, out.size)
-        if fade:
-            ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-            out[:fade] = self._tail[:fade] * (1 - ramp) + out[:fade] * ramp
-        self._tail = audio[final_end - origin : final_end - origin + _CROSSFADE].astype(np.float32)
-        # Keep the last frames and the phase the iterations ended with.
-        keep = min(self.context, n)
-        self._mag = mag[:, -keep:]
-        self._phase = np.angle(estimate[:, n - keep : n]).astype(np.float32)
-        if not bins[-keep:].any():  # fell silent: forget, so silence costs nothing
-            self._mag = self._mag[:, :0]
-            self._phase = self._phase[:, :0]
-        self.frames_seen += f
-        return np.clip(out, -1.0, 1.0)
+
+def decode_many(vocoders: list[StreamingVocoder], frames: list[np.ndarray]) -> list[np.ndarray]:
+    """One micro-turn of speech for many streams at once (one batched set of STFTs).
+
+    Every stream must get the same number of new frames and share n_iter / context.
+    Streams that are silent and have nothing ringing cost nothing.
+    """
+    import librosa
+
+    if len(vocoders) != len(frames):
+        raise ValueError("one bins array per vocoder")
+    if not vocoders:
+        return []
+    bins = [dmel.validate_bins(b) for b in frames]
+    f = bins[0].shape[0]
+    if any(b.shape[0] != f for b in bins):
+        raise ValueError("decode_many needs the same number of frames for every stream")
+    outs = [np.zeros(f * dmel.HOP, np.float32) for _ in vocoders]
+    busy = [
+        i for i, (v, b) in enumerate(zip(vocoders, bins, strict=True)) if b.any() or not v.quiet
+    ]
+    for i, v in enumerate(vocoders):
+        if i not in busy:
+            v.frames_seen += f
+    if f == 0 or not busy:
+        return outs
+    n_iter, c = vocoders[busy[0]].n_iter, vocoders[busy[0]].context
+    codec = _codec()
+    advance = (2 * np.pi * np.arange(_BINS) * dmel.HOP / dmel.N_FFT).astype(np.float32)
+    stacked = np.stack([bins[i] for i in busy])  # [R, F, 80]
+    mel = np.power(10.0, dmel.BIN_CENTRES[stacked.astype(np.int64)]).astype(np.float32)
+    new_mag = np.maximum(np.einsum("km,rfm->rkf", codec.mel_pinv, mel), 0.0)
+    new_mag *= stacked.any(axis=2)[:, None, :]  # silent frames decode to silence
+    mag = np.concatenate([np.stack([vocoders[i].mag for i in busy]), new_mag], axis=2)
+    old_phase = np.stack([vocoders[i].phase for i in busy])
+    # Phase: carried over for context frames, advanced at each bin's frequency after.
+    steps = np.arange(1, f + 1, dtype=np.float32)
+    new_phase = old_phase[:, :, -1:] + advance[None, :, None] * steps[None, None, :]
+    estimate = mag * np.exp(1j * np.concatenate([old_phase, new_phase], axis=2))
+    n = c + f
+    length = (n - 1) * dmel.HOP + dmel.N_FFT
+    for _ in range(n_iter):
+        audio = librosa.istft(estimate, length=length, **_STFT)
+        rebuilt = librosa.stft(audio, **_STFT)
+        estimate = mag * np.exp(1j * np.angle(rebuilt))
+    audio = librosa.istft(estimate, length=length, **_STFT)  # [R, length]
+    for r, i in enumerate(busy):
+        v = vocoders[i]
+        # Decoded audio starts at original sample (first frame) * 200 - 712.
+        origin = (v.frames_seen - c) * dmel.HOP - _LEFT
+        emit = v.frames_seen * dmel.HOP - _DELAY - origin
+        final = emit + f * dmel.HOP  # samples after this need frames not decoded yet
+        out = audio[r, emit:final].astype(np.float32)
+        ramp = np.linspace(0.0, 1.0, _CROSSFADE, dtype=np.float32)
+        out[:_CROSSFADE] = v.tail * (1 - ramp) + out[:_CROSSFADE] * ramp
+        v.tail = audio[r, final : final + _CROSSFADE].astype(np.float32)
+        v.mag = mag[r, :, -c:]
+        v.phase = np.angle(estimate[r, :, -c:]).astype(np.float32)
+        if not bins[i][-c:].any():  # fell silent: forget, so silence costs nothing
+            v.mag = np.zeros_like(v.mag)
+            v.phase = np.zeros_like(v.phase)
+            v.tail = np.zeros_like(v.tail)
+        v.frames_seen += f
+        outs[i] = np.clip(out, -1.0, 1.0)
+    return outs
