@@ -80,7 +80,9 @@ class Session:
         self.vocoder = StreamingVocoder(n_iter=engine.vocoder_iters)
         self.tokenizer = ByteTokenizer()
         self.metrics = SessionMetrics()
-        self.recorder = TimelineRecorder("microturn", self.layout.micro_turn_s, session_id)
+        self.recorder = TimelineRecorder(
+            "microturn", self.layout.micro_turn_s, session_id, keep_audio=engine.keep_audio
+        )
         self.recorder.audio_start_s = self.layout.output_start_s(0)
         self.outbox: deque[TurnOutputs] = deque()
         self.on_output: Callable[[Session, TurnOutputs], None] | None = None
@@ -171,7 +173,8 @@ class Session:
         return tl
 
     def audio(self) -> np.ndarray:
-        """Everything the model said, as played (starts at `recorder.audio_start_s`)."""
+        """Everything the model said, as played (starts at `recorder.audio_start_s`);
+        empty unless the engine keeps audio (`keep_audio=True`)."""
         return self.recorder.audio()
 
 
@@ -188,6 +191,7 @@ class Engine:
         idle_timeout_s: float = 120.0,
         vocoder_iters: int = 2,
         window_turns: int | None = None,
+        keep_audio: bool = False,
     ) -> None:
         self.model = model.eval()
         self.layout = model.layout
@@ -196,6 +200,7 @@ class Engine:
         self.sampling = sampling or SamplingConfig()
         self.idle_timeout_s = idle_timeout_s
         self.vocoder_iters = vocoder_iters
+        self.keep_audio = keep_audio  # keep every session's speech (offline use only)
         self.state = model.new_state(max_sessions, window_turns=window_turns)
         self.rows: list[Session] = []  # live sessions, row i = self.rows[i]
         self.sessions: dict[str, Session] = {}

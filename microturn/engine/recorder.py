@@ -37,10 +37,19 @@ class TimelineRecorder:
     turns: list[TurnRecord] = field(default_factory=list)
     audio_start_s: float = 0.0  # when the first recorded audio sample is played
 
+    keep_audio: bool = True  # live sessions keep only speech activity (bounded memory)
+    _rest: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
     def add_audio(self, pcm: np.ndarray) -> None:
         """Audio played next (consecutive chunks, any length)."""
         pcm = np.asarray(pcm, np.float32)
-        self._audio.append(pcm)
+        if self.keep_audio:
+            self._audio.append(pcm)
+        data = np.concatenate([self._rest, pcm])
+        n = data.size // FRAME
+        rms = np.sqrt(np.mean(data[: n * FRAME].reshape(n, FRAME) ** 2, axis=1) + 1e-12)
+        self._active.extend((20 * np.log10(rms) > SPEECH_DB).tolist())
+        self._rest = data[n * FRAME :]
 
     def add_text(self, time_s: float, text: str, end_of_message: bool) -> None:
         """Text written at `time_s`; `end_of_message` closes the current utterance."""
@@ -64,12 +73,7 @@ class TimelineRecorder:
 
     def speech_spans(self) -> list[tuple[float, float]]:
         """(start, end) in seconds of where the played audio has speech."""
-        pcm = self.audio()
-        n = pcm.size // FRAME
-        if n == 0:
-            return []
-        rms = np.sqrt(np.mean(pcm[: n * FRAME].reshape(n, FRAME) ** 2, axis=1) + 1e-12)
-        active = 20 * np.log10(rms) > SPEECH_DB
+        active = np.asarray(self._active, bool)
         spans: list[list[float]] = []
         step = FRAME / SAMPLE_RATE
         for i in np.flatnonzero(active):

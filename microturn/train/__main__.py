@@ -1,0 +1,46 @@
+"""`python -m microturn.train DATA OUT [--steps N] ...`: train on prepared shards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from microturn.train.loop import TrainConfig, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m microturn.train")
+    p.add_argument("data")
+    p.add_argument("out")
+    defaults = TrainConfig(data="", out="")
+    for name in (
+        "preset",
+        "steps",
+        "batch",
+        "lr",
+        "warmup",
+        "seed",
+        "device",
+        "log_every",
+        "save_every",
+    ):
+        value = getattr(defaults, name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    p.add_argument("--resume", action="store_true")
+    args = p.parse_args(argv)
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k != "resume"})
+    result = train(cfg, resume=args.resume)
+    print(
+        json.dumps(
+            {
+                "steps": result["steps"],
+                "tokens_per_s": result["tokens_per_s"],
+                "last": result["log"][-1] if result["log"] else None,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""Training data: scenario episodes (train split), augmented, packed into micro-turn slots
+and stored as shards, so a training run never waits on speech synthesis.
+
+A shard is one `.npz`: every MicroTurns field concatenated over its episodes along the
+turn axis, plus each episode's length and scenario. Camera slots are stored only for
+episodes that have a camera (most don't), which keeps shards small.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from microturn.codecs.vision import VisionCodec
+from microturn.scenarios import get
+from microturn.stream.episode import Episode
+from microturn.stream.layout import Layout, MicroTurns, pack_episode
+from microturn.train.augment import augment_audio, mask_channels
+
+VIDEO_FIELDS = ("user_video", "user_video_present")
+TEXT_SHARE = 0.25  # a quarter of the episodes are driven by typed text
+
+
+def make_example(
+    scenario: str, seed: int, layout: Layout, *, split: str = "train", augment: bool = True
+) -> MicroTurns:
+    """One episode of `scenario`, augmented and packed for `layout`."""
+    rng = np.random.default_rng([seed, 7])
+    driver = "text" if rng.random() < TEXT_SHARE else "speech"
+    ep = get(scenario).generate(seed, split, driver)
+    if ep.user_video is not None and layout.video_size:
+        ep.user_video = VisionCodec(layout.video_size).fit_track(ep.user_video)
+    elif ep.user_video is not None:
+        ep.user_video = None  # this layout has no camera: the scenario is then blind
+    if augment:
+        ep = Episode(
+            **{
+                **{f.name: getattr(ep, f.name) for f in fields(Episode)},
+                "user_audio": augment_audio(ep.user_audio, rng),
+            }
+        )
+    turns = pack_episode(ep, layout)
+    if augment:
+        mask_channels(turns, rng)
+    return turns
+
+
+def save_shard(path: Path, episodes: list[MicroTurns], scenarios: list[str]) -> None:
+    has_video = np.array([bool(e.user_video_present.any()) for e in episodes])
+    arrays: dict[str, np.ndarray] = {
+        "lengths": np.array([e.n_turns for e in episodes], np.int64),
+        "has_video": has_video,
+        "scenarios": np.array(scenarios),
+    }
+    for f in fields(MicroTurns):
+        parts = [
+            getattr(e, f.name)
+            for e, v in zip(episodes, has_video, strict=True)
+            if f.name not in VIDEO_FIELDS or v
+        ]
+        if parts:
+            arrays[f.name] = np.concatenate(parts)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_shard(path: Path, layout: Layout) -> list[tuple[str, MicroTurns]]:
+    """(scenario, episode) pairs of one shard, checked against `layout`."""
+    try:
+        data = np.load(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable shard ({err})") from err
+    out = []
+    starts = {f.name: 0 for f in fields(MicroTurns)}
+    for n, has_video, scenario in zip(
+        data["lengths"], data["has_video"], data["scenarios"], strict=True
+    ):
+        empty = MicroTurns.empty(layout, int(n))
+        values = {}
+        for f in fields(MicroTurns):
+            if f.name in VIDEO_FIELDS and not has_video:
+                values[f.name] = getattr(empty, f.name)
+                continue
+            a = starts[f.name]
+            values[f.name] = data[f.name][a : a + n]
+            starts[f.name] = a + n
+        out.append((str(scenario), MicroTurns(**values).validate(layout)))
+    return out
+
+
+def _worker(job: tuple[str, int, dict]) -> tuple[str, MicroTurns]:
+    scenario, seed, layout = job
+    return scenario, make_example(scenario, seed, Layout.from_dict(layout))
+
+
+def write_shards(
+    out: Path,
+    scenarios: list[str],
+    episodes: int,
+    layout: Layout,
+    *,
+    per_shard: int = 200,
+    workers: int | None = None,
+    first_seed: int = 0,
+) -> list[Path]:
+    """Generate `episodes` episodes spread evenly over `scenarios` in worker processes."""
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [
+        (scenarios[i % len(scenarios)], first_seed + i, layout.to_dict()) for i in range(episodes)
+    ]
+    workers = workers or max(1, (os.cpu_count() or 2))
+    paths, batch = [], []
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        for scenario, turns in tqdm(
+            pool.imap(_worker, jobs, chunksize=4), total=len(jobs), desc="episodes", unit="ep"
+        ):
+            batch.append((scenario, turns))
+            if len(batch) == per_shard:
+                paths.append(_flush(out, len(paths), batch))
+                batch = []
+    if batch:
+        paths.append(_flush(out, len(paths), batch))
+    return paths
+
+
+def _flush(out: Path, index: int, batch: list[tuple[str, MicroTurns]]) -> Path:
+    path = out / f"shard-{index:05d}.npz"
+    save_shard(path, [t for _, t in batch], [s for s, _ in batch])
+    return path
