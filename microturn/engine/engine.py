@@ -84,7 +84,9 @@ class Session:
             "microturn", self.layout.micro_turn_s, session_id, keep_audio=engine.keep_audio
         )
         self.recorder.audio_start_s = self.layout.output_start_s(0)
-        self.outbox: deque[TurnOutputs] = deque()
+        # Outputs wait here for a client that polls; bounded (10 s at 200 ms), so a
+        # session nobody reads never grows. With `on_output` set, nothing is kept.
+        self.outbox: deque[TurnOutputs] = deque(maxlen=50)
         self.on_output: Callable[[Session, TurnOutputs], None] | None = None
         self.row = -1
         self.closed = False
@@ -155,9 +157,10 @@ class Session:
 
     # ---- outputs -------------------------------------------------------------------
     def _emit(self, out: TurnOutputs) -> None:
-        self.outbox.append(out)
         if self.on_output is not None:
             self.on_output(self, out)
+        else:
+            self.outbox.append(out)
 
     def timeline(self) -> Timeline:
         """What this session's model has done so far."""

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         "device",
         "log_every",
         "save_every",
+        "time_limit_s",
     ):
         value = getattr(defaults, name)
         p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import zipfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -73,8 +74,9 @@ def save_shard(path: Path, episodes: list[MicroTurns], scenarios: list[str]) -> 
 def load_shard(path: Path, layout: Layout) -> list[tuple[str, MicroTurns]]:
     """(scenario, episode) pairs of one shard, checked against `layout`."""
     try:
-        data = np.load(path)
-    except (OSError, ValueError) as err:
+        with np.load(path) as npz:  # read each array once: NpzFile re-reads on every access
+            data = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: unreadable shard ({err})") from err
     out = []
     starts = {f.name: 0 for f in fields(MicroTurns)}
