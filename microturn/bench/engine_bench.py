@@ -59,6 +59,22 @@ def reprefill_ratio(model: InteractionModel, minutes: float, step_ms: float) -> 
     return {"reprefill_ms": prefill_ms, "ratio": prefill_ms / step_ms}
 
 
+def vocoder_rtf(streams: int, seconds: float = 10.0) -> float:
+    """Real-time factor of streaming speech decoding per stream, `streams` decoded in one
+    batch micro-turn by micro-turn (random speech-like bins: every frame voiced)."""
+    from microturn.codecs.dmel import N_MELS
+    from microturn.engine.vocoder import StreamingVocoder, decode_many
+
+    rng = np.random.default_rng(0)
+    vocoders = [StreamingVocoder(n_iter=2) for _ in range(streams)]
+    turns = round(seconds / 0.2)
+    start = time.perf_counter()
+    for _ in range(turns):
+        bins = [rng.integers(4, 12, (16, N_MELS)).astype(np.uint8) for _ in range(streams)]
+        decode_many(vocoders, bins)
+    return (time.perf_counter() - start) / streams / seconds
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
@@ -133,8 +149,10 @@ def run(out: Path, *, quick: bool = False, threads: int | None = None) -> dict[s
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         long = pool.apply(long_session, (1.2 if quick else 30, "tiny", threads))
+    speech = {f"vocoder_rtf_{n}": vocoder_rtf(n, 2.0 if quick else 10.0) for n in (1, 16)}
     data = {
         "machine": machine(),
+        **speech,
         "preset": "tiny",
         "micro_turn_ms": budget,
         "sessions": rows,
