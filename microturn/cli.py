@@ -219,15 +219,13 @@ def _cmd_layout(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from microturn.codecs.audio import read_wav, write_wav
     from microturn.codecs.video_io import read_image_folder, read_video
     from microturn.codecs.vision import VisionCodec
     from microturn.engine.engine import load_model
     from microturn.engine.runner import ModelSystem, Recording, run_recording
+    from microturn.model.checkpoint import DEFAULT_CHECKPOINT
     from microturn.stream.episode import TextEvent
 
     model_dir = args.model

@@ -15,10 +15,10 @@ from microturn.model import (
     save_pretrained,
     to_batch,
 )
-from microturn.stream.layout import INPUT_TRACKS, OUTPUT_TRACKS, Layout, MicroTurns
+from microturn.model.batch import INPUT_KEYS
+from microturn.stream.layout import OUTPUT_TRACKS, Layout, MicroTurns
 
 TINY = ModelConfig.preset("tiny")
-INPUT_KEYS = [t.value for t in INPUT_TRACKS] + ["user_audio_present", "user_video_present"]
 OUTPUT_KEYS = [t.value for t in OUTPUT_TRACKS]
 
 

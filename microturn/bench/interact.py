@@ -19,10 +19,10 @@ from microturn.bench.asr import asr_timeline
 from microturn.bench.report import markdown_table
 from microturn.codecs.vision import VisionCodec
 from microturn.engine.runner import ModelSystem, Recording, System, run_recording
+from microturn.model.checkpoint import DEFAULT_CHECKPOINT
 from microturn.scenarios import NAMES, get
 from microturn.stream.episode import Episode, Timeline
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
 PLOTS_PER_SCENARIO = 2
 
 

@@ -19,7 +19,8 @@ from microturn.model import (
     output_losses,
     to_batch,
 )
-from microturn.stream.layout import INPUT_TRACKS, Layout, MicroTurns
+from microturn.model.batch import INPUT_KEYS
+from microturn.stream.layout import Layout, MicroTurns
 
 MEASURED = ("tiny", "small")  # the others are counted on the meta device only
 COLUMNS = [
@@ -54,11 +55,10 @@ def step_times(
     after `warmup` micro-turns of context."""
     lay = model.layout
     batch = to_batch([random_turns(lay, warmup + turns, s) for s in range(streams)])
-    keys = [t.value for t in INPUT_TRACKS] + ["user_audio_present", "user_video_present"]
     state = model.new_state(streams)
     times = []
     for t in range(warmup + turns):
-        inputs = {k: batch[k][:, t : t + 1] for k in keys}
+        inputs = {k: batch[k][:, t : t + 1] for k in INPUT_KEYS}
         start = time.perf_counter()
         model.step(state, inputs)
         if t >= warmup:

@@ -17,7 +17,7 @@ re-implements DSP.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -190,6 +190,13 @@ class DMelStreamEncoder:
         self._context = padded[-(LEFT_CONTEXT + _RIGHT_ZEROS) : -_RIGHT_ZEROS].copy()
         self.samples_seen += pcm.size
         return quantize(self.codec._log_mel_padded(padded, frames))
+
+
+@lru_cache(maxsize=1)
+def shared_codec() -> DMelCodec:
+    """One codec per process: its filterbank and pseudo-inverse are computed once and
+    shared by every packer and vocoder."""
+    return DMelCodec()
 
 
 def quantize(log_mel: np.ndarray) -> np.ndarray:

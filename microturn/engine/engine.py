@@ -14,7 +14,6 @@ step ends.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import time
 import uuid
@@ -32,10 +31,10 @@ from microturn.engine.clock import Clock, SimulatedClock
 from microturn.engine.recorder import TimelineRecorder
 from microturn.engine.vocoder import StreamingVocoder, decode_many
 from microturn.model import InteractionModel, SamplingConfig, StepResult, to_batch
+from microturn.model.batch import INPUT_KEYS
 from microturn.stream.episode import ActionEvent, Timeline, TurnRecord
-from microturn.stream.layout import INPUT_TRACKS, TurnInput, TurnPacker
+from microturn.stream.layout import TurnInput, TurnPacker
 
-INPUT_KEYS = [t.value for t in INPUT_TRACKS] + ["user_audio_present", "user_video_present"]
 VOCODER_DELAY_S = dmel.WIN_LENGTH / SAMPLE_RATE  # 50 ms: see engine/vocoder.py
 
 
@@ -263,7 +262,7 @@ class Engine:
             return {}
         deadline_s = self.clock.now() if deadline_s is None else deadline_s
         sessions = list(self.rows)
-        packers = [copy.deepcopy(s.packer) for s in sessions]
+        packers = [s.packer.snapshot() for s in sessions]
         view = self.state.prefix(len(sessions))
         snapshot = view.snapshot()
         started = time.perf_counter()
@@ -280,7 +279,7 @@ class Engine:
         except Exception:
             view.restore(snapshot)  # the micro-turn never happened
             for s, p in zip(sessions, packers, strict=True):
-                s.packer = p
+                s.packer.restore(p)
             raise
         bins = result.model_audio.reshape(len(sessions), -1, dmel.N_MELS).numpy()
         speech = decode_many([s.vocoder for s in sessions], list(bins))  # one batch

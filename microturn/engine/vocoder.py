@@ -19,8 +19,6 @@ exactly as many samples as it got frames x 200.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from microturn.codecs import dmel
@@ -38,12 +36,6 @@ _STFT = {
     "center": False,
 }
 _BINS = dmel.N_FFT // 2 + 1
-
-
-@lru_cache(maxsize=1)
-def _codec() -> dmel.DMelCodec:
-    """One codec per process: its filterbank pseudo-inverse is computed once."""
-    return dmel.DMelCodec()
 
 
 class StreamingVocoder:
@@ -95,7 +87,7 @@ def decode_many(vocoders: list[StreamingVocoder], frames: list[np.ndarray]) -> l
     if f == 0 or not busy:
         return outs
     n_iter, c = vocoders[busy[0]].n_iter, vocoders[busy[0]].context
-    codec = _codec()
+    codec = dmel.shared_codec()
     advance = (2 * np.pi * np.arange(_BINS) * dmel.HOP / dmel.N_FFT).astype(np.float32)
     stacked = np.stack([bins[i] for i in busy])  # [R, F, 80]
     mel = np.power(10.0, dmel.BIN_CENTRES[stacked.astype(np.int64)]).astype(np.float32)

@@ -11,9 +11,19 @@ from torch import Tensor
 from microturn.codecs import dmel
 from microturn.codecs.text import VOCAB_SIZE
 from microturn.codecs.vision import PATCH
-from microturn.stream.layout import TRACK_KIND, TRACK_ORDER, Layout, MicroTurns, SlotKind, Track
+from microturn.stream.layout import (
+    INPUT_TRACKS,
+    TRACK_KIND,
+    TRACK_ORDER,
+    Layout,
+    MicroTurns,
+    SlotKind,
+    Track,
+)
 
 PRESENCE = {Track.USER_AUDIO: "user_audio_present", Track.USER_VIDEO: "user_video_present"}
+# What `model.step` takes: the input tracks and their presence flags.
+INPUT_KEYS = (*[t.value for t in INPUT_TRACKS], *PRESENCE.values())
 
 
 def to_batch(

@@ -18,6 +18,8 @@ import torch
 from microturn.model.config import ModelConfig
 from microturn.model.transformer import InteractionModel
 
+# The shipped model (`make demo`, `microturn run`, `bench interact --system default`).
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 

@@ -9,38 +9,35 @@ from microturn.model.transformer import Logits
 from microturn.stream.layout import OUTPUT_TRACKS
 
 
+def per_turn_losses(logits: Logits, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Cross-entropy per output track and micro-turn [B, N], averaged over the track's
+    slots (audio: over every frame and channel of a slot too)."""
+    losses = {}
+    for track in OUTPUT_TRACKS:
+        target = batch[track.value].long()
+        flat = logits.track(track).flatten(0, -2).float()
+        per = F.cross_entropy(flat, target.flatten(), reduction="none")
+        losses[track.value] = per.view((*target.shape[:2], -1)).mean(-1)
+    return losses
+
+
 def per_sample_losses(
     logits: Logits, batch: dict[str, Tensor], turn_mask: Tensor | None = None
 ) -> dict[str, Tensor]:
-    """Cross-entropy per output track and sequence [B], averaged over its slots (audio:
-    over every frame and channel of a slot too) and over the turns turn_mask keeps."""
-    losses = {}
-    for track in OUTPUT_TRACKS:
-        lg = logits.track(track)
-        target = batch[track.value].long()
-        per = F.cross_entropy(lg.flatten(0, -2).float(), target.flatten(), reduction="none")
-        per = per.view((*target.shape[:2], -1)).mean(-1)  # [B, N]
-        if turn_mask is None:
-            losses[track.value] = per.mean(1)
-        else:
-            m = turn_mask.to(per.dtype)
-            losses[track.value] = (per * m).sum(1) / m.sum(1).clamp(min=1)
-    return losses
+    """Per output track and sequence [B], over the turns turn_mask [B, N] keeps."""
+    out = {}
+    for name, per in per_turn_losses(logits, batch).items():
+        m = per.new_ones(per.shape) if turn_mask is None else turn_mask.to(per.dtype)
+        out[name] = (per * m).sum(1) / m.sum(1).clamp(min=1)
+    return out
 
 
 def output_losses(
     logits: Logits, batch: dict[str, Tensor], turn_mask: Tensor | None = None
 ) -> dict[str, Tensor]:
-    """Cross-entropy per output track over the batch (turn_mask [B, N] leaves padded
-    turns out, weighting every kept turn equally)."""
-    if turn_mask is None:
-        return {k: v.mean() for k, v in per_sample_losses(logits, batch).items()}
-    losses = {}
-    for track in OUTPUT_TRACKS:
-        lg = logits.track(track)
-        target = batch[track.value].long()
-        per = F.cross_entropy(lg.flatten(0, -2).float(), target.flatten(), reduction="none")
-        per = per.view((*target.shape[:2], -1)).mean(-1)
-        m = turn_mask.to(per.dtype)
-        losses[track.value] = (per * m).sum() / m.sum().clamp(min=1)
-    return losses
+    """Per output track over the batch, every kept turn weighted equally."""
+    out = {}
+    for name, per in per_turn_losses(logits, batch).items():
+        m = per.new_ones(per.shape) if turn_mask is None else turn_mask.to(per.dtype)
+        out[name] = (per * m).sum() / m.sum().clamp(min=1)
+    return out

@@ -96,8 +96,6 @@ class Embedder(nn.Module):
         self.slots = nn.Embedding(lay.slots_per_turn, cfg.d_model)
         self.absent_audio = nn.Parameter(torch.zeros(cfg.d_model))
         self.absent_video = nn.Parameter(torch.zeros(cfg.d_model))
-        starts = {t: lay.track_slice(t).start for t in Track}
-        self._slot_start = starts
 
     def audio(self, bins: Tensor) -> Tensor:
         """Bins [..., k, 80] -> [..., d]."""
@@ -131,17 +129,10 @@ class Embedder(nn.Module):
             out[t] = self.track(t, batch[t.value], present)
         return out
 
-    def add_slots(self, x: Tensor, first_slot: int) -> Tensor:
-        """Add the slot embeddings of slots first_slot.. to x [B, N*n, d] (n per turn)."""
-        n = x.shape[1]
-        per_turn = self.layout.slots_per_turn
-        idx = (torch.arange(n, device=x.device) % per_turn) + first_slot
-        if first_slot and n > per_turn - first_slot:
-            raise ValueError("add_slots with an offset covers at most one micro-turn")
+    def add_slots(self, x: Tensor) -> Tensor:
+        """Add each slot's embedding to whole micro-turns x [B, N * slots_per_turn, d]."""
+        idx = torch.arange(x.shape[1], device=x.device) % self.layout.slots_per_turn
         return x + self.slots(idx)
-
-    def slot_of(self, track: Track, index: int) -> int:
-        return self._slot_start[track] + index
 
 
 # ---------------------------------------------------------------------------------
@@ -421,7 +412,7 @@ class InteractionModel(nn.Module):
         b, n = batch[Track.USER_AUDIO.value].shape[:2]
         outputs = self._output_embeddings(batch)
         x = self._in_slot_order({**self.embed.inputs(batch), **outputs}, TRACK_ORDER_ALL)
-        x = self.embed.add_slots(x, 0)
+        x = self.embed.add_slots(x)
         positions = torch.arange(x.shape[1], device=x.device).expand(b, -1)
         mask = window_mask(
             x.shape[1],
@@ -551,7 +542,7 @@ class InteractionModel(nn.Module):
         previous = previous + self.embed.slots.weight[lay.input_slots :]
         outputs = self._output_embeddings(batch)
         x = self._in_slot_order({**self.embed.inputs(batch), **outputs}, TRACK_ORDER_ALL)
-        x = torch.cat([previous, self.embed.add_slots(x, 0)[:, :-n_out]], dim=1)
+        x = torch.cat([previous, self.embed.add_slots(x)[:, :-n_out]], dim=1)
         valid = torch.ones(b, x.shape[1], dtype=torch.bool, device=x.device)
         valid[:, :n_out] = (state.current_turns() > 0)[:, None]
         positions = state.begin(valid)

@@ -439,7 +439,7 @@ class TurnPacker:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.tokenizer = ByteTokenizer()
-        self.codec = dmel.DMelCodec()
+        self.codec = dmel.shared_codec()
         self.vision = VisionCodec(layout.video_size) if layout.video_size else None
         self._user_audio = self.codec.stream()
         self._model_audio = self.codec.stream()
@@ -450,6 +450,24 @@ class TurnPacker:
             Track.MODEL_ACTION: _TokenQueue(layout.action_slots),
         }
         self.turn = 0
+
+    def snapshot(self) -> tuple:
+        """What a micro-turn changes: the turn count, both encoders' audio context and the
+        text queues. Cheap (no codec, no filterbank), for an engine's rollback."""
+        return (
+            self.turn,
+            [(e._context.copy(), e.samples_seen) for e in (self._user_audio, self._model_audio)],
+            {t: list(q.pending) for t, q in self._queues.items()},
+        )
+
+    def restore(self, snap: tuple) -> None:
+        self.turn, encoders, queues = snap
+        for enc, (context, seen) in zip(
+            (self._user_audio, self._model_audio), encoders, strict=True
+        ):
+            enc._context, enc.samples_seen = context, seen
+        for t, pending in queues.items():
+            self._queues[t].pending = deque(pending)
 
     def pending_tokens(self) -> dict[Track, int]:
         """Tokens still queued per text track (they go out in later micro-turns)."""
