@@ -26,9 +26,9 @@ import torch
 
 from microturn.codecs import dmel
 from microturn.codecs.audio import SAMPLE_RATE, validate_pcm
-from microturn.codecs.text import ACTION_NAMES, N_BYTES, ByteTokenizer, Special
+from microturn.codecs.text import ByteTokenizer
 from microturn.engine.clock import Clock, SimulatedClock
-from microturn.engine.recorder import TimelineRecorder
+from microturn.engine.recorder import TimelineRecorder, read_turn
 from microturn.engine.vocoder import StreamingVocoder, decode_many
 from microturn.model import InteractionModel, SamplingConfig, StepResult, to_batch
 from microturn.model.batch import INPUT_KEYS
@@ -302,17 +302,9 @@ class Engine:
     ) -> TurnOutputs:
         lay = self.layout
         play_at = lay.output_start_s(s.turn)
-        text_bytes, eom = [], False
-        for tok in result.model_text[i].tolist():
-            if tok == Special.EOM:
-                eom = True
-            elif tok < N_BYTES:
-                text_bytes.append(tok)
-        text = bytes(text_bytes).decode("utf-8", errors="replace")
-        actions = []
-        for tok in result.model_action[i].tolist():
-            if tok in ACTION_NAMES:
-                actions.append(ActionEvent(round(lay.output_start_s(s.turn), 3), ACTION_NAMES[tok]))
+        text, eom, actions = read_turn(
+            result.model_text[i].tolist(), result.model_action[i].tolist(), play_at
+        )
         lateness_ms = max(0.0, (self.clock.now() - deadline_s) * 1000)
         if isinstance(self.clock, SimulatedClock):
             lateness_ms = 0.0 if step_ms < lay.micro_turn_ms else step_ms - lay.micro_turn_ms

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from microturn.codecs.audio import SAMPLE_RATE
+from microturn.codecs.text import ACTION_NAMES, N_BYTES, Special
 from microturn.stream.episode import ActionEvent, SpeechSegment, Timeline, TurnRecord
 
 FRAME = 160  # 10 ms energy frames
@@ -50,6 +51,11 @@ class TimelineRecorder:
         rms = np.sqrt(np.mean(data[: n * FRAME].reshape(n, FRAME) ** 2, axis=1) + 1e-12)
         self._active.extend((20 * np.log10(rms) > SPEECH_DB).tolist())
         self._rest = data[n * FRAME :]
+
+    def add_activity(self, active: np.ndarray) -> None:
+        """Speech activity per 10 ms frame, for systems whose speech is not decoded to
+        audio (training-time evaluation reads it off the model's dMel frames)."""
+        self._active.extend(np.asarray(active, bool).tolist())
 
     def add_text(self, time_s: float, text: str, end_of_message: bool) -> None:
         """Text written at `time_s`; `end_of_message` closes the current utterance."""
@@ -116,3 +122,23 @@ class TimelineRecorder:
             actions=list(self.actions),
             turns=list(self.turns),
         )
+
+
+def read_turn(
+    text_tokens: list[int], action_tokens: list[int], play_at_s: float
+) -> tuple[str, bool, list[ActionEvent]]:
+    """One output micro-turn's text track and action slots -> (text, end of message,
+    actions): how every system that runs our model reads what it wrote."""
+    text_bytes, eom = [], False
+    for tok in text_tokens:
+        if tok == Special.EOM:
+            eom = True
+        elif tok < N_BYTES:
+            text_bytes.append(tok)
+    text = bytes(text_bytes).decode("utf-8", errors="replace")
+    actions = [
+        ActionEvent(round(play_at_s, 3), ACTION_NAMES[tok])
+        for tok in action_tokens
+        if tok in ACTION_NAMES
+    ]
+    return text, eom, actions

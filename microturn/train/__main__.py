@@ -24,9 +24,13 @@ def main(argv: list[str] | None = None) -> int:
         "log_every",
         "save_every",
         "time_limit_s",
+        "onset_weight",
+        "eval_data",
+        "eval_every",
     ):
         value = getattr(defaults, name)
         p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--resume", action="store_true")
     args = p.parse_args(argv)
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k != "resume"})
@@ -37,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                 "steps": result["steps"],
                 "tokens_per_s": result["tokens_per_s"],
                 "last": result["log"][-1] if result["log"] else None,
+                "best": result["best"],
             }
         )
     )

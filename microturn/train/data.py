@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from microturn.codecs.vision import VisionCodec
 from microturn.scenarios import get
+from microturn.scenarios.render import without_sensor_noise
 from microturn.stream.episode import Episode
 from microturn.stream.layout import Layout, MicroTurns, pack_episode
 from microturn.train.augment import augment_audio, mask_channels
@@ -33,7 +34,11 @@ def make_example(
     """One episode of `scenario`, augmented and packed for `layout`."""
     rng = np.random.default_rng([seed, 7])
     driver = "text" if rng.random() < TEXT_SHARE else "speech"
-    ep = get(scenario).generate(seed, split, driver)
+    if augment:  # camera noise is added per batch instead (augment_batch)
+        with without_sensor_noise():
+            ep = get(scenario).generate(seed, split, driver)
+    else:
+        ep = get(scenario).generate(seed, split, driver)
     if ep.user_video is not None and layout.video_size:
         ep.user_video = VisionCodec(layout.video_size).fit_track(ep.user_video)
     elif ep.user_video is not None:
@@ -96,25 +101,37 @@ def load_shard(path: Path, layout: Layout) -> list[tuple[str, MicroTurns]]:
     return out
 
 
-def _worker(job: tuple[str, int, dict]) -> tuple[str, MicroTurns]:
-    scenario, seed, layout = job
-    return scenario, make_example(scenario, seed, Layout.from_dict(layout))
+def _worker(job: tuple[str, int, dict, str, bool]) -> tuple[str, MicroTurns]:
+    scenario, seed, layout, split, augment = job
+    return scenario, make_example(
+        scenario, seed, Layout.from_dict(layout), split=split, augment=augment
+    )
 
 
 def write_shards(
     out: Path,
-    scenarios: list[str],
+    scenarios: list[str] | dict[str, int],
     episodes: int,
     layout: Layout,
     *,
     per_shard: int = 200,
     workers: int | None = None,
     first_seed: int = 0,
+    split: str = "train",
+    augment: bool = True,
 ) -> list[Path]:
-    """Generate `episodes` episodes spread evenly over `scenarios` in worker processes."""
+    """Generate episodes in worker processes: `episodes` spread evenly over a list of
+    scenarios, or a {scenario: count} mix (then `episodes` is ignored). Seeds are
+    first_seed + i, distinct across scenarios; episodes are interleaved across shards."""
     out.mkdir(parents=True, exist_ok=True)
+    if isinstance(scenarios, dict):
+        names = [s for s, n in scenarios.items() for _ in range(n)]
+        order = np.random.default_rng(first_seed).permutation(len(names))
+        names = [names[i] for i in order]
+    else:
+        names = [scenarios[i % len(scenarios)] for i in range(episodes)]
     jobs = [
-        (scenarios[i % len(scenarios)], first_seed + i, layout.to_dict()) for i in range(episodes)
+        (name, first_seed + i, layout.to_dict(), split, augment) for i, name in enumerate(names)
     ]
     workers = workers or max(1, (os.cpu_count() or 2))
     paths, batch = [], []

@@ -1,6 +1,13 @@
 """The training loop: AdamW with warmup + cosine decay, gradient clipping, the MoE
-balance loss, loss per head and per scenario, a progress bar with tokens/s, atomic
-checkpoints and exact resume. CPU in float32; CUDA with bf16 autocast."""
+balance loss, loss per head and per scenario, a progress bar with tokens/s, periodic
+free-running evaluation by scenario scores (keeping the best checkpoint), atomic
+checkpoints and exact resume. CPU in float32; CUDA with bf16 autocast.
+
+Scale-out: under `torchrun --nproc_per_node N` every process trains a slice of each
+global batch with DistributedDataParallel (gloo on CPU, NCCL on CUDA); every process
+draws the same global batch from the same generator, so a resumed run continues exactly
+whatever the process count was; process 0 logs, evaluates and writes checkpoints.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +21,21 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from microturn.codecs.text import Special
 from microturn.model import InteractionModel, ModelConfig, save_pretrained, to_batch
 from microturn.model.checkpoint import from_pretrained
-from microturn.model.loss import per_sample_losses
+from microturn.model.loss import per_turn_losses
 from microturn.stream.layout import MicroTurns
+from microturn.train.augment import augment_batch
 from microturn.train.data import load_shard
+from microturn.train.evaluate import evaluate, headline, load_eval_set
 
 TRAINER_FILE = "trainer.pt"
+BEST_DIR = "best"
 
 
 @dataclass
@@ -42,6 +55,10 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 250
     time_limit_s: float = 0.0  # stop (and save) after this much wall time; 0 = no limit
+    onset_weight: float = 10.0  # extra weight of the text/action loss where speech starts
+    eval_data: str = ""  # an evaluation set (train.evaluate); "" = no evaluation
+    eval_every: int = 500
+    augment: bool = True  # per-batch augmentation (level shift, camera noise)
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"model_action": 1.0, "model_text": 1.0, "model_audio": 1.0}
     )
@@ -69,10 +86,47 @@ def pad_batch(episodes: list[MicroTurns], layout: Any) -> tuple[list[MicroTurns]
     return padded, mask
 
 
+def onset_turns(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B, N] True where the model starts writing (text after a silent micro-turn, or an
+    action): the rare moments that carry timing, weighted up in the loss."""
+    pad = int(Special.PAD)
+    writing = (batch["model_text"] != pad).any(-1)
+    before = torch.nn.functional.pad(writing[:, :-1], (1, 0), value=False)
+    acting = (batch["model_action"] != pad).any(-1)
+    return (writing & ~before) | acting
+
+
+def weighted_losses(
+    logits: Any, batch: dict[str, torch.Tensor], turn_mask: torch.Tensor, cfg: TrainConfig
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(per head over the batch, per head per sequence [B]), each kept turn weighted 1
+    and onsets 1 + onset_weight for the text and action heads."""
+    per_turn = per_turn_losses(logits, batch)
+    onsets = onset_turns(batch).to(turn_mask.dtype)
+    kept = turn_mask.float()
+    batch_losses, per_sample = {}, {}
+    for name, per in per_turn.items():
+        w = kept
+        if name != "model_audio":
+            w = kept * (1 + cfg.onset_weight * onsets.float())
+        batch_losses[name] = (per * w).sum() / w.sum().clamp(min=1)
+        per_sample[name] = ((per * w).sum(1) / w.sum(1).clamp(min=1)).detach()
+    return batch_losses, per_sample
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    )
+    rank, world, local_rank = _distributed()
+    use_cuda = torch.cuda.is_available() if cfg.device == "auto" else cfg.device.startswith("cuda")
+    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    lead = rank == 0
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     model_cfg = ModelConfig.preset(cfg.preset)
@@ -80,18 +134,25 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     if not shards:
         raise ValueError(f"no shards (shard-*.npz) in {cfg.data}")
     data = [x for p in shards for x in load_shard(p, model_cfg.layout)]
+    eval_set = load_eval_set(Path(cfg.eval_data), model_cfg.layout) if cfg.eval_data else None
     torch.manual_seed(cfg.seed)
-    step = 0
+    step, state, best = 0, None, None
     if resume and (out / TRAINER_FILE).is_file():
         model = from_pretrained(out, device=device)
-        state = torch.load(out / TRAINER_FILE, map_location=device, weights_only=False)
-        step = state["step"]
+        state = torch.load(out / TRAINER_FILE, map_location="cpu", weights_only=False)
+        step, best = state["step"], state.get("best")
     else:
         with torch.device(device):
             model = InteractionModel(model_cfg)
-        state = None
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    net: torch.nn.Module = model
+    if world > 1:
+        net = DistributedDataParallel(
+            model,
+            device_ids=[local_rank] if use_cuda else None,
+            find_unused_parameters=model_cfg.ffn == "moe",  # an expert may get no tokens
+        )
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": cfg.weight_decay},
@@ -99,29 +160,33 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         ],
         lr=cfg.lr,
         betas=(0.9, 0.95),
-        fused=device.type == "cuda",
+        fused=use_cuda,
     )
     rng = np.random.default_rng(cfg.seed)
+    aug = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"].cpu())
+        if "aug_rng" in state and world == 1:
+            aug.set_state(state["aug_rng"])
     model.train()
     log: list[dict[str, Any]] = []
     slots = model_cfg.layout.slots_per_turn
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step")
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not lead)
     tokens, started = 0, time.perf_counter()
     while step < cfg.steps:
-        picks = rng.integers(len(data), size=cfg.batch)
+        picks = rng.integers(len(data), size=cfg.batch * world)[rank * cfg.batch :][: cfg.batch]
         episodes, mask = pad_batch([data[i][1] for i in picks], model_cfg.layout)
         batch = to_batch(episodes, device)
+        if cfg.augment:
+            augment_batch(batch, aug)
         turn_mask = torch.from_numpy(mask).to(device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits, aux = model(batch)
-        per = per_sample_losses(logits, batch, turn_mask)
-        losses = {k: v.mean() for k, v in per.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_cuda):
+            logits, aux = net(batch)
+        losses, per_sample = weighted_losses(logits, batch, turn_mask, cfg)
         loss = sum(cfg.loss_weights[k] * v for k, v in losses.items())
         loss = loss + model_cfg.aux_loss_weight * aux.float()
         opt.zero_grad(set_to_none=True)
@@ -129,12 +194,12 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         step += 1
-        tokens += int(mask.sum()) * slots
+        tokens += int(mask.sum()) * slots * world
         rate = tokens / (time.perf_counter() - started)
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{rate:,.0f}")
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            total = sum(cfg.loss_weights[k] * v for k, v in per.items()).detach().cpu()
+        if lead and (step % cfg.log_every == 0 or step == cfg.steps):
+            total = sum(cfg.loss_weights[k] * v for k, v in per_sample.items()).cpu()
             by_scenario: dict[str, list[float]] = {}
             for i, p in enumerate(picks):
                 by_scenario.setdefault(data[p][0], []).append(float(total[i]))
@@ -150,24 +215,63 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
                     "by_scenario": {k: float(np.mean(v)) for k, v in by_scenario.items()},
                 }
             )
-            with open(out / "log.jsonl", "a") as f:
-                f.write(json.dumps(log[-1]) + "\n")
-        out_of_time = cfg.time_limit_s and time.perf_counter() - started > cfg.time_limit_s
-        if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
-            save_checkpoint(model, opt, rng, step, cfg, out)
+            _append(out, log[-1])
+        elapsed = time.perf_counter() - started
+        out_of_time = _agree(bool(cfg.time_limit_s) and elapsed > cfg.time_limit_s)
+        last = step == cfg.steps or out_of_time
+        if lead and eval_set is not None and (step % cfg.eval_every == 0 or last):
+            scores = evaluate(model, eval_set, seed=cfg.seed)
+            score = headline(scores)
+            _append(out, {"step": step, "eval": scores, "eval_score": score})
+            tqdm.write(f"step {step}: eval score {score:.3f}")
+            if best is None or score > best["score"]:
+                best = {"step": step, "score": score}
+                save_pretrained(model, out / BEST_DIR)
+                _write_json(out / BEST_DIR / "eval.json", {**best, "scenarios": scores})
+        if lead and (step % cfg.save_every == 0 or last):
+            save_checkpoint(model, opt, rng, aug, step, cfg, out, best)
+        if world > 1:
+            dist.barrier()
         if out_of_time:
             break
     bar.close()
-    return {"steps": step, "log": log, "tokens_per_s": tokens / (time.perf_counter() - started)}
+    return {
+        "steps": step,
+        "log": log,
+        "tokens_per_s": tokens / (time.perf_counter() - started),
+        "best": best,
+    }
+
+
+def _agree(flag: bool) -> bool:
+    """Every process stops together: process 0's clock decides."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([int(flag)])
+    dist.broadcast(t, 0)
+    return bool(t.item())
+
+
+def _append(out: Path, record: dict[str, Any]) -> None:
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
 
 
 def save_checkpoint(
     model: InteractionModel,
     opt: torch.optim.Optimizer,
     rng: np.random.Generator,
+    aug: torch.Generator,
     step: int,
     cfg: TrainConfig,
     out: Path,
+    best: dict[str, Any] | None = None,
 ) -> None:
     """Weights + config (loadable by from_pretrained) and the trainer state, atomically."""
     save_pretrained(model, out)
@@ -178,6 +282,8 @@ def save_checkpoint(
             "step": step,
             "rng": rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
+            "aug_rng": aug.get_state(),
+            "best": best,
             "config": asdict(cfg),
         },
         tmp,

@@ -1,0 +1,196 @@
+"""Free-running evaluation inside training, by scenario scores rather than loss.
+
+The model hears the evaluation split's packed inputs and writes its own outputs micro-turn
+by micro-turn, sampled exactly as in a live session (`model.step`), every episode of the
+set in one batch; each scenario's scorer then judges the Timeline. Speech activity is read
+off the model's dMel frames and text off its text track (the benchmark's text view, with
+no vocoder), which keeps it cheap enough to run every few hundred steps, also on a GPU
+machine without speech synthesizers: the set is generated once and stored.
+
+A set is a folder with `turns.npz` (shard format: the packed episodes) and
+`episodes.json.gz` (each Episode for its scorer, with its media blanked to keep it small).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from microturn.codecs.vision import VisionCodec
+from microturn.engine.recorder import TimelineRecorder, read_turn
+from microturn.model.batch import INPUT_KEYS, to_batch
+from microturn.model.sampling import SamplingConfig
+from microturn.model.transformer import InteractionModel
+from microturn.scenarios import get
+from microturn.stream.episode import Episode, Timeline
+from microturn.stream.layout import OUTPUT_TRACKS, Layout, MicroTurns, pack_episode
+from microturn.train.data import load_shard, save_shard
+
+TURNS_FILE = "turns.npz"
+EPISODES_FILE = "episodes.json.gz"
+SPEECH_BIN = 4  # a dMel frame whose loudest channel reaches this bin is speech
+DMEL_FRAMES_PER_10MS = 0.8  # dMel frames are 12.5 ms; activity is kept per 10 ms
+
+
+def driver_for(index: int) -> str:
+    """The benchmark's driver choice: a quarter of the episodes typed."""
+    return "text" if index % 4 == 3 else "speech"
+
+
+def write_eval_set(
+    out: Path,
+    scenarios: list[str],
+    per_scenario: int,
+    layout: Layout,
+    *,
+    split: str = "eval",
+    first_seed: int = 0,
+) -> Path:
+    """Generate and store `per_scenario` episodes of each scenario (benchmark seeds)."""
+    out.mkdir(parents=True, exist_ok=True)
+    turns, names, episodes = [], [], []
+    for name in tqdm(scenarios, desc=f"eval set ({split})", unit="scenario"):
+        for i in range(per_scenario):
+            ep = get(name).generate(first_seed + i, split, driver_for(i))
+            packed_ep = ep
+            if ep.user_video is not None:
+                video = VisionCodec(layout.video_size).fit_track(ep.user_video)
+                packed_ep = replace(ep, user_video=video if layout.video_size else None)
+            turns.append(pack_episode(packed_ep, layout))
+            names.append(name)
+            episodes.append(_blank_media(ep).to_dict())
+    save_shard(out / TURNS_FILE, turns, names)
+    with gzip.open(out / EPISODES_FILE, "wt") as f:
+        json.dump(episodes, f)
+    return out
+
+
+def _blank_media(ep: Episode) -> Episode:
+    """The episode as its scorer needs it: times, words and metadata; silent audio."""
+    silent = np.zeros_like(ep.user_audio)
+    ref = ep.reference
+    if ref is not None:
+        ref = replace(ref, audio=np.zeros_like(ref.audio))
+    return replace(ep, user_audio=silent, user_video=None, reference=ref)
+
+
+def load_eval_set(path: Path, layout: Layout) -> list[tuple[Episode, MicroTurns]]:
+    path = Path(path)
+    if not (path / TURNS_FILE).is_file() or not (path / EPISODES_FILE).is_file():
+        raise ValueError(f"{path}: not an evaluation set (needs {TURNS_FILE}, {EPISODES_FILE})")
+    packed = load_shard(path / TURNS_FILE, layout)
+    with gzip.open(path / EPISODES_FILE, "rt") as f:
+        episodes = [Episode.from_dict(d) for d in json.load(f)]
+    if len(episodes) != len(packed):
+        raise ValueError(f"{path}: {len(episodes)} episodes but {len(packed)} packed")
+    return [(ep, turns) for ep, (_, turns) in zip(episodes, packed, strict=True)]
+
+
+@torch.no_grad()
+def free_run(
+    model: InteractionModel,
+    inputs: list[MicroTurns],
+    *,
+    seeds: list[int],
+    sampling: SamplingConfig | None = None,
+) -> list[MicroTurns]:
+    """Each episode's inputs with the outputs the model wrote itself, all streams in one
+    batch; streams shorter than the longest are fed empty micro-turns at the end."""
+    layout = model.layout
+    n = max(t.n_turns for t in inputs)
+    padded = [
+        MicroTurns.concat([t, MicroTurns.empty(layout, n - t.n_turns)]) if t.n_turns < n else t
+        for t in inputs
+    ]
+    device = next(model.parameters()).device
+    batch = to_batch(padded, device)
+    state = model.new_state(len(inputs), seeds=seeds)
+    written: dict[str, list[np.ndarray]] = defaultdict(list)
+    was_training = model.training
+    model.eval()
+    try:
+        for t in range(n):
+            step_in = {k: batch[k][:, t : t + 1] for k in INPUT_KEYS}
+            result = model.step(state, step_in, sampling=sampling)
+            for track in OUTPUT_TRACKS:
+                written[track.value].append(getattr(result, track.value).cpu().numpy())
+    finally:
+        model.train(was_training)
+    out = []
+    for i, t in enumerate(inputs):
+        outputs = {
+            name: np.stack([w[i] for w in per_turn])[: t.n_turns].astype(getattr(t, name).dtype)
+            for name, per_turn in written.items()
+        }
+        out.append(replace(t, **outputs))
+    return out
+
+
+def timeline_of(turns: MicroTurns, layout: Layout, episode_id: str | None = None) -> Timeline:
+    """What the model did, as the harness's text view would record it."""
+    rec = TimelineRecorder("microturn", layout.micro_turn_s, episode_id, keep_audio=False)
+    rec.audio_start_s = layout.output_start_s(0)
+    frames = turns.model_audio.reshape(-1, turns.model_audio.shape[-1])
+    speaking = frames.max(axis=1) >= SPEECH_BIN
+    ten_ms = round(frames.shape[0] * 12.5 / 10)
+    rec.add_activity(speaking[(np.arange(ten_ms) * DMEL_FRAMES_PER_10MS).astype(int)])
+    for t in range(turns.n_turns):
+        text, eom, actions = read_turn(
+            turns.model_text[t].tolist(), turns.model_action[t].tolist(), layout.output_start_s(t)
+        )
+        rec.add_text(layout.output_start_s(t), text, eom)
+        for a in actions:
+            rec.add_action(a)
+    return rec.timeline()
+
+
+def evaluate(
+    model: InteractionModel,
+    eval_set: list[tuple[Episode, MicroTurns]],
+    *,
+    seed: int = 0,
+    sampling: SamplingConfig | None = None,
+) -> dict[str, dict[str, float]]:
+    """Scenario metrics (text view) of the model free-running on the set."""
+    written = free_run(
+        model,
+        [turns for _, turns in eval_set],
+        seeds=[seed + i for i in range(len(eval_set))],
+        sampling=sampling,
+    )
+    results: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (ep, _), turns in zip(eval_set, written, strict=True):
+        scenario = get(ep.scenario)
+        results[ep.scenario].append(scenario.score(ep, timeline_of(turns, model.layout, ep.id)))
+    return {name: get(name).aggregate(rows) for name, rows in results.items()}
+
+
+def _get(scores: dict[str, float], key: str) -> float:
+    return float(scores.get(key) or 0.0)  # a metric with no applicable episode counts 0
+
+
+# One figure per scenario that says whether it works (higher is better, at most 1);
+# rates of doing the wrong thing are subtracted so that talking all the time never pays.
+HEADLINE = {
+    "turn_taking": lambda m: _get(m, "turn_tor") - _get(m, "pause_tor"),
+    "interruption": lambda m: _get(m, "stop_rate_0_5s"),
+    "backchannel": lambda m: _get(m, "reply_rate") - _get(m, "takeover_rate"),
+    "time_awareness": lambda m: _get(m, "macro_accuracy"),
+    "proactive_vision": lambda m: _get(m, "accuracy") - _get(m, "false_alarm_rate"),
+    "repetition_counting": lambda m: _get(m, "accuracy"),
+    "delegation": lambda m: _get(m, "accuracy"),
+}
+
+
+def headline(scores: dict[str, dict[str, float]]) -> float:
+    """Mean headline figure over the evaluated scenarios: what picks the best checkpoint."""
+    values = [HEADLINE[name](metrics) for name, metrics in scores.items()]
+    return float(np.mean(values)) if values else 0.0
