@@ -11,6 +11,11 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # the trainer owns its flags (also run by torchrun)
+        from microturn.train.__main__ import main as train_main
+
+        return train_main(argv[1:], prog="microturn train")
     parser = _build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
@@ -102,8 +107,31 @@ def _build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--out", type=Path, default=Path("out/interact"))
     bi.set_defaults(run=_cmd_bench_interact)
 
-    demo = sub.add_parser("demo", help="the main job on a fresh machine")
-    demo.add_argument("--out", type=Path, default=Path("demo-out"))
+    data = sub.add_parser("data", help="generate training shards and an evaluation set")
+    data.add_argument("--out", type=Path, default=Path("data"))
+    data.add_argument(
+        "--mix", help="scenario=episodes,... (default: the shipped model's mix)", default=""
+    )
+    data.add_argument("--scale", type=float, default=1.0, help="multiply every count")
+    data.add_argument("--eval-per-scenario", type=int, default=6)
+    data.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    data.add_argument("--preset", default="tiny", help="model preset whose layout to pack for")
+    data.set_defaults(run=_cmd_data)
+    sub.add_parser("train", help="train the model on shards (microturn train --help)")
+
+    demo = sub.add_parser(
+        "demo", help="a scripted conversation with the model in real time (what make demo runs)"
+    )
+    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="folder to write")
+    demo.add_argument("--model", type=Path, help="checkpoint folder (default: the shipped one)")
+    demo.add_argument(
+        "--no-realtime",
+        action="store_true",
+        help="simulated clock: run as fast as the model computes (tests)",
+    )
+    demo.add_argument("--voice", help="the user's voice (default flite:rms, held out in training)")
+    demo.add_argument("--seed", type=int, default=0, help="the model's sampling seed")
+    demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     demo.set_defaults(run=_cmd_demo)
     return p
 
@@ -306,29 +334,47 @@ def _cmd_bench_interact(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from microturn.codecs.audio import write_wav
-    from microturn.stream.layout import Layout
-    from microturn.voices import synthesize
+def _cmd_data(args: argparse.Namespace) -> int:
+    from microturn.model import ModelConfig
+    from microturn.scenarios import NAMES
+    from microturn.train.data import DEFAULT_FIRST_SEED, DEFAULT_MIX, write_shards
+    from microturn.train.evaluate import write_eval_set
 
-    print("microturn demo: no trained model ships yet, so this demo shows the foundation it")
-    print("will stand on: a synthesized user utterance, its micro-turn layout, and what the")
-    print("dMel audio tokens keep of it (encode -> decode round trip).\n")
-    text = "remind me to breathe in and out every four seconds until I ask you to stop"
-    out: Path = args.out
-    speech = synthesize(text, "espeak-ng:en-us+f3")
-    write_wav(out / "user.wav", speech.audio)
-    print(f"user says: {text!r} ({speech.duration_s:.2f} s, espeak-ng en-us+f3)")
-    for w in speech.words:
-        print(f"  {w.start_s:5.2f}-{w.end_s:5.2f}  {w.text}")
-    layout = Layout.preset("tiny")
-    print("\n" + layout.describe())
-    turns = layout.n_turns(speech.duration_s)
-    print(f"-> {turns} micro-turns, {turns * layout.slots_per_turn} sequence positions\n")
-    report = codec_roundtrip(speech.audio, out / "roundtrip.wav", plot=out / "dmel.png")
-    _print_roundtrip(report)
-    print(f"\nwrote {out}/user.wav, {out}/roundtrip.wav (what dMel keeps), {out}/dmel.png")
+    mix = dict(DEFAULT_MIX)
+    if args.mix:
+        try:
+            mix = {k: int(v) for k, v in (item.split("=") for item in args.mix.split(","))}
+        except ValueError as err:
+            raise ValueError(f"--mix wants scenario=count,...; got {args.mix!r}") from err
+    mix = {k: max(1, round(v * args.scale)) for k, v in mix.items()}
+    layout = ModelConfig.preset(args.preset).layout
+    paths = write_shards(
+        args.out / "train",
+        mix,
+        0,
+        layout,
+        per_shard=100,
+        workers=args.workers or None,
+        first_seed=DEFAULT_FIRST_SEED,
+    )
+    write_eval_set(args.out / "eval", list(NAMES), args.eval_per_scenario, layout)
+    print(f"wrote {len(paths)} shards ({sum(mix.values())} episodes) to {args.out}/train")
+    print(f"wrote the evaluation set to {args.out}/eval")
+    print(f"next: microturn train {args.out}/train RUN --eval-data {args.out}/eval")
     return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from microturn.demo import DEFAULT_VOICE, run_demo
+
+    return run_demo(
+        args.out,
+        args.model,
+        realtime=not args.no_realtime,
+        voice=args.voice or DEFAULT_VOICE,
+        seed=args.seed,
+        threads=args.threads,
+    )
 
 
 if __name__ == "__main__":

@@ -59,10 +59,11 @@ def test_layout_command(capsys) -> None:
     assert main(["layout", "--preset", "enormous"]) == 2
 
 
-@pytest.mark.slow
-def test_demo_runs(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("MICROTURN_CACHE", str(tmp_path / "cache"))
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
-    for name in ("user.wav", "roundtrip.wav", "dmel.png"):
-        assert (tmp_path / "demo" / name).stat().st_size > 1000
-    assert "mel distance" in capsys.readouterr().out
+def test_data_command_rejects_a_bad_mix(tmp_path) -> None:
+    assert main(["data", "--out", str(tmp_path), "--mix", "time_awareness:3"]) == 2
+
+
+def test_train_command_has_the_trainer_flags(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--eval-data" in capsys.readouterr().out

@@ -245,3 +245,21 @@ def test_video_sub_slots() -> None:
     # micro-turn 0: sub-slot ends at 0.1 -> frame 0, at 0.2 -> frame 1
     assert turns.user_video[0, 0].max() == 0 and turns.user_video[0, 4].min() == 40
     assert turns.user_video[1, 4].min() == 80  # 0.4 s -> frame 2
+
+
+def test_text_starts_where_its_sound_starts() -> None:
+    """A synthesizer's quiet lead-in sounds before the first word's time: the text must
+    not trail the audio, or a model learns to start speaking on the audio track."""
+    from microturn.scenarios import get
+
+    layout = Layout.preset("tiny")
+    onsets = with_text = 0
+    for seed in range(3):
+        turns = pack_episode(get("turn_taking").generate(seed, "train", "speech"), layout)
+        text = (turns.model_text != Special.PAD).any(1)
+        sound = turns.model_audio.reshape(turns.n_turns, -1).max(1) > 0
+        for t in range(1, turns.n_turns):
+            if sound[t] and not sound[t - 1]:
+                onsets += 1
+                with_text += bool(text[t])
+    assert onsets >= 3 and with_text == onsets

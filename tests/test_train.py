@@ -2,11 +2,31 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
+from microturn.codecs.text import VOCAB_SIZE, Special
+from microturn.model import (
+    InteractionModel,
+    Logits,
+    ModelConfig,
+    from_pretrained,
+    output_losses,
+    save_pretrained,
+    to_batch,
+)
+from microturn.model.loss import per_sample_losses, per_turn_losses
 from microturn.stream.layout import Layout
-from microturn.train.augment import augment_audio
+from microturn.train.augment import augment_audio, augment_batch
 from microturn.train.data import load_shard, make_example, save_shard, write_shards
-from microturn.train.loop import TrainConfig, lr_at, train
+from microturn.train.evaluate import write_eval_set
+from microturn.train.loop import (
+    TRAINER_FILE,
+    TrainConfig,
+    lr_at,
+    onset_turns,
+    train,
+    weighted_losses,
+)
 
 TINY = Layout.preset("tiny")
 
@@ -75,3 +95,272 @@ def test_training_reduces_loss_and_resumes_exactly(shards, tmp_path) -> None:
 def test_no_shards_is_an_error(tmp_path) -> None:
     with pytest.raises(ValueError, match="no shards"):
         train(TrainConfig(data=str(tmp_path), out=str(tmp_path / "o"), steps=1))
+
+
+# ---- onset weighting ---------------------------------------------------------------
+
+PAD, EOM, DELEGATE = int(Special.PAD), int(Special.EOM), int(Special.DELEGATE)
+
+
+def _outputs(text_turns: list[list[int]], action_turns: list[list[int]]) -> dict:
+    """model_text [1, N, 4] and model_action [1, N, 1], PAD-filled, from per-turn ids."""
+    n = len(text_turns)
+    text = torch.full((1, n, 4), PAD, dtype=torch.long)
+    action = torch.full((1, n, 1), PAD, dtype=torch.long)
+    for t, ids in enumerate(text_turns):
+        text[0, t, : len(ids)] = torch.tensor(ids)
+    for t, ids in enumerate(action_turns):
+        action[0, t, : len(ids)] = torch.tensor(ids)
+    return {"model_text": text, "model_action": action}
+
+
+def test_onset_turns_marks_speech_starts_and_actions() -> None:
+    h, i = ord("h"), ord("i")
+    rows = [
+        _outputs(  # silent, "hi" over two turns (one onset), silent, "i" again, an action alone
+            [[], [h, i], [i], [], [i, EOM], []],
+            [[], [], [], [], [], [DELEGATE]],
+        ),
+        _outputs(  # writing from turn 0 on (an onset: nothing before), an action mid-text,
+            # EOM alone still continues the message, then text right after silence
+            [[h], [i], [EOM], [], [], [h]],
+            [[], [], [DELEGATE], [], [], []],
+        ),
+    ]
+    batch = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
+    got = onset_turns(batch)
+    assert got.dtype == torch.bool and got.shape == (2, 6)
+    assert got.tolist() == [
+        [False, True, False, False, True, True],
+        [True, False, True, False, False, True],
+    ]
+    # nothing written, nothing done: no onsets
+    quiet = _outputs([[]] * 4, [[]] * 4)
+    assert not onset_turns(quiet).any()
+
+
+def _random_logits_and_batch(seed: int = 0) -> tuple[Logits, dict, torch.Tensor]:
+    """Random logits, hand-made targets with onsets, and a turn mask with padding."""
+    g = torch.Generator().manual_seed(seed)
+    b, n = 2, 8
+    logits = Logits(
+        model_action=torch.randn(b, n, 1, VOCAB_SIZE, generator=g),
+        model_text=torch.randn(b, n, 4, VOCAB_SIZE, generator=g),
+        model_audio=torch.randn(b, n, 4, 4, 80, 16, generator=g),
+    )
+    a, x = ord("a"), ord("x")
+    rows = [
+        _outputs(
+            [[], [a, a], [a], [], [], [x, EOM], [], []],
+            [[], [], [], [], [DELEGATE], [], [], []],
+        ),
+        # the onset at turn 6 is in the padding (mask keeps 5 turns): it must not count
+        _outputs([[a], [a], [], [], [], [], [x], [x]], [[]] * 8),
+    ]
+    batch = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
+    batch["model_audio"] = torch.randint(0, 16, (b, n, 4, 4, 80), generator=g)
+    mask = torch.ones(b, n, dtype=torch.bool)
+    mask[1, 5:] = False
+    return logits, batch, mask
+
+
+def test_weighted_losses_without_onset_weight_is_the_plain_mean() -> None:
+    logits, batch, mask = _random_logits_and_batch()
+    cfg = TrainConfig(data="", out="", onset_weight=0.0)
+    losses, per_sample = weighted_losses(logits, batch, mask, cfg)
+    plain = output_losses(logits, batch, mask)
+    plain_sample = per_sample_losses(logits, batch, mask)
+    assert set(losses) == set(plain) == {"model_action", "model_text", "model_audio"}
+    for k in plain:
+        torch.testing.assert_close(losses[k], plain[k])
+        torch.testing.assert_close(per_sample[k], plain_sample[k])
+        assert not per_sample[k].requires_grad  # for logging only
+
+
+def test_weighted_losses_pull_text_and_actions_toward_onsets() -> None:
+    logits, batch, mask = _random_logits_and_batch()
+    w = 10.0
+    losses, per_sample = weighted_losses(
+        logits, batch, mask, TrainConfig(data="", out="", onset_weight=w)
+    )
+    plain = output_losses(logits, batch, mask)
+    per_turn = per_turn_losses(logits, batch)
+    onsets = onset_turns(batch) & mask
+    assert onsets.sum() == 4  # turns 1, 4, 5 of row 0 and turn 0 of row 1
+    kept = mask.float()
+    for k in ("model_text", "model_action"):
+        per = per_turn[k]
+        want = ((per * kept).sum() + w * per[onsets].sum()) / (kept.sum() + w * onsets.sum())
+        torch.testing.assert_close(losses[k], want)
+        onset_mean = per[onsets].mean()
+        # between the plain mean and the onsets' mean, and nearer the onsets
+        assert abs(losses[k] - onset_mean) < abs(plain[k] - onset_mean)
+        lo, hi = sorted([float(plain[k]), float(onset_mean)])
+        assert lo <= float(losses[k]) <= hi
+        # row 1: its padded onset (turn 6) counts for nothing
+        row = per[1, :5]
+        weights = torch.tensor([1 + w, 1, 1, 1, 1])
+        torch.testing.assert_close(per_sample[k][1], (row * weights).sum() / weights.sum())
+
+
+def test_onset_weighting_has_a_gradient_through_the_model() -> None:
+    torch.manual_seed(0)
+    model = InteractionModel(ModelConfig.preset("tiny"))
+    ep = make_example("time_awareness", 0, TINY)[:10]
+    batch = to_batch([ep])
+    logits, _ = model(batch)
+    mask = torch.ones(1, 10, dtype=torch.bool)
+    losses, _ = weighted_losses(logits, batch, mask, TrainConfig(data="", out=""))
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+# ---- per-batch augmentation --------------------------------------------------------
+
+
+def _aug_batch(seed: int = 0, video: bool = True) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    b, n = 6, 5
+    audio = torch.randint(0, 16, (b, n, 4, 4, 80), generator=g, dtype=torch.uint8)
+    audio[:, :2] = 0  # silent turns
+    audio[:, 2, 0, 0, :4] = torch.tensor([1, 15, 0, 8], dtype=torch.uint8)  # the edges
+    batch = {"user_audio": audio, "model_text": torch.full((b, n, 4), PAD)}
+    if video:
+        batch["user_video"] = torch.randint(
+            0, 256, (b, n, 4, 40, 40, 3), generator=g, dtype=torch.uint8
+        )
+        batch["user_video"][:, 0] = 0
+        batch["user_video"][:, 1] = 255
+    return batch
+
+
+def test_augment_batch_shifts_levels_but_keeps_silence() -> None:
+    batch = _aug_batch()
+    before = {k: v.clone() for k, v in batch.items()}
+    augment_batch(batch, torch.Generator().manual_seed(3))
+    audio, old = batch["user_audio"], before["user_audio"]
+    assert audio.dtype == torch.uint8 and audio.shape == old.shape
+    assert torch.equal(audio == 0, old == 0)  # silence stays silence, speech stays speech
+    assert int(audio.min()) >= 0 and int(audio.max()) <= 15
+    shifts = set()
+    for i in range(audio.shape[0]):
+        # one level shift per sequence, -1..+1 bin; only the clamp at 1 and 15 differs
+        inner = (old[i] > 1) & (old[i] < 15)
+        d = torch.unique(audio[i][inner].long() - old[i][inner].long())
+        assert d.numel() == 1 and int(d) in (-1, 0, 1)
+        clamped = (old[i].long() + d).clamp(1, 15)
+        speech = old[i] > 0
+        assert torch.equal(audio[i][speech].long(), clamped[speech])
+        shifts.add(int(d))
+    assert len(shifts) > 1  # drawn per sequence, not once for the batch
+    assert torch.equal(batch["model_text"], before["model_text"])  # outputs untouched
+    # camera noise: still uint8 pixels in range, and the frames changed
+    video = batch["user_video"]
+    assert video.dtype == torch.uint8 and video.shape == before["user_video"].shape
+    assert not torch.equal(video, before["user_video"])
+    changed = (video != before["user_video"]).flatten(1).any(1)
+    assert changed.sum() >= 4  # noise of up to 5 grey levels, drawn per sequence
+
+
+def test_augment_batch_audio_is_deterministic_per_generator_seed() -> None:
+    a, b, c = _aug_batch(video=False), _aug_batch(video=False), _aug_batch(video=False)
+    augment_batch(a, torch.Generator().manual_seed(5))
+    augment_batch(b, torch.Generator().manual_seed(5))
+    augment_batch(c, torch.Generator().manual_seed(6))
+    assert torch.equal(a["user_audio"], b["user_audio"])
+    assert not torch.equal(a["user_audio"], c["user_audio"])
+    # no camera in the batch (or a layout without camera slots): nothing to add noise to
+    empty = _aug_batch(video=False)
+    empty["user_video"] = torch.zeros((6, 5, 0, 40, 40, 3), dtype=torch.uint8)
+    augment_batch(empty, torch.Generator().manual_seed(5))
+    assert empty["user_video"].shape == (6, 5, 0, 40, 40, 3)
+
+
+def test_augment_batch_video_is_deterministic_per_generator_seed() -> None:
+    a, b = _aug_batch(), _aug_batch()
+    torch.manual_seed(0)
+    augment_batch(a, torch.Generator().manual_seed(5))
+    torch.manual_seed(1)  # the global RNG elsewhere must not matter
+    augment_batch(b, torch.Generator().manual_seed(5))
+    assert torch.equal(a["user_video"], b["user_video"])
+
+
+# ---- evaluation during training, checkpoints -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def eval_set(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval-set")
+    return write_eval_set(out, ["time_awareness", "delegation"], 1, TINY)
+
+
+def test_training_evaluates_and_keeps_the_best_checkpoint(shards, eval_set, tmp_path) -> None:
+    out = tmp_path / "run"
+    cfg = TrainConfig(
+        data=str(shards),
+        out=str(out),
+        steps=3,
+        batch=1,
+        warmup=1,
+        log_every=1,
+        save_every=3,
+        eval_data=str(eval_set),
+        eval_every=2,
+        device="cpu",
+    )
+    result = train(cfg)
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval" in r]
+    assert [r["step"] for r in records if "eval" not in r] == [1, 2, 3]
+    assert [r["step"] for r in evals] == [2, 3]  # every eval_every steps and at the end
+    for r in evals:
+        assert set(r["eval"]) == {"time_awareness", "delegation"}
+        assert "macro_accuracy" in r["eval"]["time_awareness"]
+        assert "accuracy" in r["eval"]["delegation"]
+        assert isinstance(r["eval_score"], float) and r["eval_score"] <= 1.0
+    # best/ is the first evaluation with the highest score
+    scores = [r["eval_score"] for r in evals]
+    want = evals[scores.index(max(scores))]
+    for name in ("model.safetensors", "config.json", "eval.json"):
+        assert (out / "best" / name).is_file(), name
+    best = json.loads((out / "best" / "eval.json").read_text())
+    assert best["step"] == want["step"] and best["score"] == want["eval_score"]
+    assert best["scenarios"] == want["eval"]
+    assert result["best"] == {"step": want["step"], "score": want["eval_score"]}
+    from_pretrained(out / "best")  # a loadable checkpoint
+    trainer = torch.load(out / TRAINER_FILE, map_location="cpu", weights_only=False)
+    assert trainer["best"] == result["best"]  # survives a resume
+
+
+def _checkpoint_folder(path) -> None:
+    """A checkpoint as training leaves it: weights, config and trainer state."""
+    torch.manual_seed(0)
+    model = InteractionModel(ModelConfig.preset("tiny"))
+    save_pretrained(model, path)
+    torch.save({"step": 1}, path / TRAINER_FILE)
+
+
+def test_resume_from_broken_weights_is_a_clear_error(shards, tmp_path) -> None:
+    out = tmp_path / "run"
+    _checkpoint_folder(out)
+    cfg = TrainConfig(data=str(shards), out=str(out), steps=2, batch=1, device="cpu")
+    weights = out / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    with pytest.raises(ValueError, match="corrupt weights"):
+        train(cfg, resume=True)
+    weights.unlink()
+    with pytest.raises(ValueError, match=r"no model\.safetensors"):
+        train(cfg, resume=True)
+    (out / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt config"):
+        train(cfg, resume=True)
+    # nothing was written over the broken checkpoint
+    assert not weights.exists() and not (out / "log.jsonl").exists()
+
+
+def test_resume_without_a_run_and_zero_intervals_are_errors(tmp_path) -> None:
+    with pytest.raises(ValueError, match="nothing to resume"):
+        train(TrainConfig(data=str(tmp_path), out=str(tmp_path / "o")), resume=True)
+    with pytest.raises(ValueError, match="eval_every"):
+        TrainConfig(data="", out="", eval_every=0)

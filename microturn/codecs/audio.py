@@ -11,6 +11,16 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_RATE = 16_000
+SPEECH_DBFS = -45.0  # a 10 ms frame louder than this (RMS, dB full scale) is audible speech
+ACTIVITY_FRAME = 160  # 10 ms
+
+
+def audible_frames(pcm: np.ndarray, threshold_dbfs: float = SPEECH_DBFS) -> np.ndarray:
+    """Per whole 10 ms frame of `pcm`: is it louder than `threshold_dbfs`?"""
+    n = pcm.size // ACTIVITY_FRAME
+    frames = np.asarray(pcm[: n * ACTIVITY_FRAME], np.float64).reshape(n, ACTIVITY_FRAME)
+    rms = np.sqrt(np.mean(frames**2, axis=1) + 1e-12)
+    return 20 * np.log10(rms) > threshold_dbfs
 
 
 def validate_pcm(pcm: np.ndarray, sample_rate: int, *, what: str = "audio") -> np.ndarray:

@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from microturn.codecs.audio import SAMPLE_RATE
+from microturn.codecs.audio import ACTIVITY_FRAME, SAMPLE_RATE, audible_frames
 from microturn.codecs.text import ACTION_NAMES, N_BYTES, Special
 from microturn.stream.episode import ActionEvent, SpeechSegment, Timeline, TurnRecord
 
-FRAME = 160  # 10 ms energy frames
-SPEECH_DB = -45.0  # frame RMS above this (dB full scale) is speech
+FRAME = ACTIVITY_FRAME  # 10 ms energy frames
 MERGE_GAP_S = 0.3  # pauses shorter than this stay inside one utterance
 MIN_SEGMENT_S = 0.08
 TEXT_ATTACH_S = 1.5  # text attaches to audio that starts within this of the text
@@ -48,8 +47,7 @@ class TimelineRecorder:
             self._audio.append(pcm)
         data = np.concatenate([self._rest, pcm])
         n = data.size // FRAME
-        rms = np.sqrt(np.mean(data[: n * FRAME].reshape(n, FRAME) ** 2, axis=1) + 1e-12)
-        self._active.extend((20 * np.log10(rms) > SPEECH_DB).tolist())
+        self._active.extend(audible_frames(data).tolist())
         self._rest = data[n * FRAME :]
 
     def add_activity(self, active: np.ndarray) -> None:

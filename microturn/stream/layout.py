@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from microturn.codecs import dmel
-from microturn.codecs.audio import SAMPLE_RATE
+from microturn.codecs.audio import ACTIVITY_FRAME, SAMPLE_RATE, audible_frames
 from microturn.codecs.text import ACTION_NAMES, ACTIONS, VOCAB_SIZE, ByteTokenizer, Special
 from microturn.codecs.vision import PATCH, VisionCodec
 from microturn.stream.episode import ActionEvent, Episode, TextEvent
@@ -572,7 +572,8 @@ def pack_episode(episode: Episode, layout: Layout) -> MicroTurns:
     out_actions: dict[int, list[tuple[str, str]]] = {}
     if ref is not None:
         for seg in ref.speech:
-            out_text.setdefault(_output_turn(layout, seg.start_s, "speech"), []).append(seg.text)
+            start = _sound_onset(ref.audio, seg.start_s)
+            out_text.setdefault(_output_turn(layout, start, "speech"), []).append(seg.text)
         for act in ref.actions:
             out_actions.setdefault(_output_turn(layout, act.time_s, "action"), []).append(
                 (act.kind, act.text)
@@ -698,6 +699,24 @@ def _group(events: list[TextEvent], turn_of: Any) -> dict[int, list[str]]:
     for e in sorted(events, key=lambda e: e.time_s):
         grouped.setdefault(turn_of(e.time_s), []).append(e.text)
     return grouped
+
+
+TEXT_LEAD_MAX_S = 0.5
+LEAD_IN_DBFS = -85.0  # a synthesizer's lead-in noise (~-65 dBFS) already counts as sound
+
+
+def _sound_onset(audio: np.ndarray, start_s: float) -> float:
+    """When an utterance whose first word starts at `start_s` starts to sound: a
+    synthesizer's lead-in (flite: ~200 ms of noise at about -65 dBFS, which dMel bins
+    see) can start a few hundred ms before its first word's time.
+    Text is written in the micro-turn where the sound starts, so it never trails the
+    audio (the model then decides to speak on the text track, not the audio track)."""
+    lo = max(0.0, start_s - TEXT_LEAD_MAX_S)
+    a, b = round(lo * SAMPLE_RATE), round(start_s * SAMPLE_RATE)
+    active = np.flatnonzero(audible_frames(audio[a:b], LEAD_IN_DBFS))
+    if not active.size:
+        return start_s
+    return max(lo, a / SAMPLE_RATE + active[0] * ACTIVITY_FRAME / SAMPLE_RATE)
 
 
 def _output_turn(layout: Layout, time_s: float, what: str) -> int:

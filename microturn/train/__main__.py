@@ -8,8 +8,12 @@ import json
 from microturn.train.loop import TrainConfig, train
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m microturn.train")
+def main(argv: list[str] | None = None, prog: str = "python -m microturn.train") -> int:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Train the interaction model on prepared shards (microturn data). "
+        "Under torchrun --nproc_per_node N, N processes train with DDP.",
+    )
     p.add_argument("data")
     p.add_argument("out")
     defaults = TrainConfig(data="", out="")

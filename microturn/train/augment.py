@@ -7,7 +7,6 @@ changed, so event times stay exact; speaking rate varies at synthesis instead.""
 
 from __future__ import annotations
 
-import librosa
 import numpy as np
 import torch
 from scipy import signal
@@ -21,6 +20,8 @@ def augment_audio(pcm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A randomly degraded copy of `pcm` (same length, same timing)."""
     x = pcm.astype(np.float64)
     if rng.random() < 0.35:  # another vocal tract: pitch and formants move together
+        import librosa  # here, not above: GPU training machines lack it (shards are ready)
+
         steps = rng.uniform(-2.5, 2.5)
         x = librosa.effects.pitch_shift(x, sr=SAMPLE_RATE, n_steps=steps)
     if rng.random() < 0.5:  # random EQ: a smooth gain curve of +-9 dB over 5 bands
@@ -79,5 +80,8 @@ def augment_batch(batch: dict[str, torch.Tensor], generator: torch.Generator) ->
     if video is not None and video.numel():
         std = torch.rand((b,), generator=generator, device="cpu").to(video.device) * 5
         std = std.view(b, *[1] * (video.dim() - 1))
-        noise = torch.randn(video.shape, device=video.device) * std
+        # noise drawn on the device (fast) from a generator seeded by ours (reproducible)
+        seed = int(torch.randint(2**62, (1,), generator=generator).item())
+        device_gen = torch.Generator(device=video.device).manual_seed(seed)
+        noise = torch.randn(video.shape, generator=device_gen, device=video.device) * std
         batch["user_video"] = (video.float() + noise).round().clamp(0, 255).to(video.dtype)

@@ -61,9 +61,11 @@ def write_eval_set(
         for i in range(per_scenario):
             ep = get(name).generate(first_seed + i, split, driver_for(i))
             packed_ep = ep
-            if ep.user_video is not None:
-                video = VisionCodec(layout.video_size).fit_track(ep.user_video)
-                packed_ep = replace(ep, user_video=video if layout.video_size else None)
+            if ep.user_video is not None:  # a layout without camera slots is blind
+                video = None
+                if layout.video_size:
+                    video = VisionCodec(layout.video_size).fit_track(ep.user_video)
+                packed_ep = replace(ep, user_video=video)
             turns.append(pack_episode(packed_ep, layout))
             names.append(name)
             episodes.append(_blank_media(ep).to_dict())

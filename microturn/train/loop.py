@@ -63,6 +63,11 @@ class TrainConfig:
         default_factory=lambda: {"model_action": 1.0, "model_text": 1.0, "model_audio": 1.0}
     )
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "log_every", "save_every", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
@@ -100,15 +105,14 @@ def weighted_losses(
     logits: Any, batch: dict[str, torch.Tensor], turn_mask: torch.Tensor, cfg: TrainConfig
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(per head over the batch, per head per sequence [B]), each kept turn weighted 1
-    and onsets 1 + onset_weight for the text and action heads."""
+    and onsets 1 + onset_weight (the packer writes an utterance's first text in the
+    micro-turn where its sound starts, so the text head makes the decision)."""
     per_turn = per_turn_losses(logits, batch)
     onsets = onset_turns(batch).to(turn_mask.dtype)
     kept = turn_mask.float()
     batch_losses, per_sample = {}, {}
     for name, per in per_turn.items():
-        w = kept
-        if name != "model_audio":
-            w = kept * (1 + cfg.onset_weight * onsets.float())
+        w = kept * (1 + cfg.onset_weight * onsets.float())
         batch_losses[name] = (per * w).sum() / w.sum().clamp(min=1)
         per_sample[name] = ((per * w).sum(1) / w.sum(1).clamp(min=1)).detach()
     return batch_losses, per_sample
@@ -128,6 +132,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         dist.init_process_group("nccl" if use_cuda else "gloo")
     lead = rank == 0
     out = Path(cfg.out)
+    if resume and not (out / TRAINER_FILE).is_file():
+        raise ValueError(f"--resume: {out} holds no {TRAINER_FILE}; nothing to resume")
     out.mkdir(parents=True, exist_ok=True)
     model_cfg = ModelConfig.preset(cfg.preset)
     shards = sorted(Path(cfg.data).glob("shard-*.npz"))
@@ -137,7 +143,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     eval_set = load_eval_set(Path(cfg.eval_data), model_cfg.layout) if cfg.eval_data else None
     torch.manual_seed(cfg.seed)
     step, state, best = 0, None, None
-    if resume and (out / TRAINER_FILE).is_file():
+    if resume:
         model = from_pretrained(out, device=device)
         state = torch.load(out / TRAINER_FILE, map_location="cpu", weights_only=False)
         step, best = state["step"], state.get("best")
@@ -217,7 +223,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             )
             _append(out, log[-1])
         elapsed = time.perf_counter() - started
-        out_of_time = _agree(bool(cfg.time_limit_s) and elapsed > cfg.time_limit_s)
+        out_of_time = _agree(bool(cfg.time_limit_s) and elapsed > cfg.time_limit_s, device)
         last = step == cfg.steps or out_of_time
         if lead and eval_set is not None and (step % cfg.eval_every == 0 or last):
             scores = evaluate(model, eval_set, seed=cfg.seed)
@@ -243,11 +249,12 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     }
 
 
-def _agree(flag: bool) -> bool:
-    """Every process stops together: process 0's clock decides."""
+def _agree(flag: bool, device: torch.device) -> bool:
+    """Every process stops together: process 0's clock decides (NCCL needs the flag on
+    the GPU)."""
     if not dist.is_initialized():
         return flag
-    t = torch.tensor([int(flag)])
+    t = torch.tensor([int(flag)], device=device)
     dist.broadcast(t, 0)
     return bool(t.item())
 

@@ -1,0 +1,198 @@
+"""Training-time evaluation: the stored evaluation set, free running, the text-view
+timeline read off the model's tracks, and the headline score."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import fields, replace
+
+import numpy as np
+import pytest
+import torch
+
+from microturn.codecs.text import Special
+from microturn.codecs.vision import VisionCodec
+from microturn.model import InteractionModel, ModelConfig
+from microturn.scenarios import get
+from microturn.stream.layout import INPUT_TRACKS, Layout, MicroTurns, pack_episode
+from microturn.train.evaluate import (
+    EPISODES_FILE,
+    TURNS_FILE,
+    driver_for,
+    free_run,
+    headline,
+    load_eval_set,
+    timeline_of,
+    write_eval_set,
+)
+
+TINY = Layout.preset("tiny")
+SCENARIOS = ["time_awareness", "delegation", "proactive_vision"]
+INPUT_FIELDS = [t.value for t in INPUT_TRACKS] + ["user_audio_present", "user_video_present"]
+
+
+@pytest.fixture(scope="module")
+def eval_dir(tmp_path_factory):
+    return write_eval_set(tmp_path_factory.mktemp("eval"), SCENARIOS, 1, TINY)
+
+
+@pytest.fixture(scope="module")
+def eval_set(eval_dir):
+    return load_eval_set(eval_dir, TINY)
+
+
+# ---- the stored set ----------------------------------------------------------------
+
+
+def test_eval_set_round_trip(eval_set) -> None:
+    assert [ep.scenario for ep, _ in eval_set] == SCENARIOS
+    for ep, turns in eval_set:
+        want = get(ep.scenario).generate(0, "eval", driver_for(0))
+        assert ep.id == want.id and ep.split == "eval" and ep.seed == want.seed
+        assert ep.events == want.events and ep.meta == want.meta
+        assert ep.user_speech == want.user_speech and ep.user_text == want.user_text
+        assert ep.background == want.background
+        # media blanked: same length, silent, no camera; reference times and words kept
+        assert ep.duration_s == want.duration_s and not ep.user_audio.any()
+        assert ep.user_video is None
+        if want.reference is not None:
+            assert not ep.reference.audio.any()
+            assert ep.reference.audio.shape == want.reference.audio.shape
+            assert ep.reference.speech == want.reference.speech
+            assert ep.reference.actions == want.reference.actions
+        # the packed turns are the episode's own, with its real audio and camera
+        packed = want
+        if want.user_video is not None:
+            packed = replace(want, user_video=VisionCodec(80).fit_track(want.user_video))
+        assert turns.equals(pack_episode(packed, TINY))
+        assert turns.n_turns == TINY.n_turns(ep.duration_s)
+        assert turns.user_audio.any()
+        assert turns.user_video_present.any() == (ep.scenario == "proactive_vision")
+
+
+def test_eval_set_without_camera_slots(tmp_path) -> None:
+    """A layout without camera slots evaluates a camera scenario blind (as training
+    data does) instead of failing."""
+    blind = Layout(video_size=0)
+    path = write_eval_set(tmp_path / "blind", ["proactive_vision"], 1, blind)
+    [(ep, turns)] = load_eval_set(path, blind)
+    assert ep.scenario == "proactive_vision" and ep.user_video is None
+    assert turns.user_video.shape[1] == 0 and turns.user_video_present.shape[1] == 0
+    assert turns.user_audio.any()
+
+
+def test_load_eval_set_errors(eval_dir, tmp_path) -> None:
+    with pytest.raises(ValueError, match="not an evaluation set"):
+        load_eval_set(tmp_path, TINY)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / TURNS_FILE).write_bytes((eval_dir / TURNS_FILE).read_bytes())
+    with gzip.open(eval_dir / EPISODES_FILE, "rt") as f:
+        episodes = json.load(f)
+    with gzip.open(broken / EPISODES_FILE, "wt") as f:
+        json.dump(episodes[:1], f)
+    with pytest.raises(ValueError, match="1 episodes but 3 packed"):
+        load_eval_set(broken, TINY)
+
+
+# ---- the timeline read off the model's tracks ------------------------------------
+
+
+def _written(n: int) -> MicroTurns:
+    """Hand-made model outputs on tiny's 200 ms micro-turns (output t plays from
+    (t + 1) * 0.2 s, 16 dMel frames of 12.5 ms each)."""
+    turns = MicroTurns.empty(TINY, n)
+    eom = int(Special.EOM)
+
+    def write(t: int, text: bytes, end: bool = False) -> None:
+        ids = list(text) + ([eom] if end else [])
+        turns.model_text[t, : len(ids)] = ids
+
+    turns.model_audio[5:10] = 9  # loud: speech from 1.2 s to 2.2 s
+    write(5, b"hi ")  # 4 text slots per micro-turn: a message spans several
+    write(6, b"the")
+    write(7, b"re", end=True)
+    turns.model_audio[12:14] = 3  # below the speech bin: quiet, not speech
+    turns.model_action[12, 0] = int(Special.DELEGATE)  # played at 2.6 s
+    turns.model_audio[15:17, 2:] = 4  # the second half of two turns, just loud enough
+    write(18, b"ok", end=True)  # written, never voiced
+    return turns
+
+
+def test_timeline_of_reads_speech_text_and_actions() -> None:
+    turns = _written(20)
+    tl = timeline_of(turns, TINY, "ep-7")
+    assert tl.episode_id == "ep-7" and tl.micro_turn_s == pytest.approx(0.2)
+    assert [(s.start_s, s.end_s, s.text) for s in tl.speech] == [
+        (pytest.approx(1.2), pytest.approx(2.2), "hi there"),
+        (pytest.approx(3.3), pytest.approx(3.6), ""),
+        (pytest.approx(3.8), pytest.approx(3.8), "ok"),
+    ]
+    assert [(a.time_s, a.kind) for a in tl.actions] == [(pytest.approx(2.6), "delegate")]
+    # silence only: nothing said, nothing done
+    quiet = timeline_of(MicroTurns.empty(TINY, 10), TINY)
+    assert quiet.speech == [] and quiet.actions == []
+
+
+# ---- free running ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model() -> InteractionModel:
+    torch.manual_seed(0)
+    return InteractionModel(ModelConfig.preset("tiny"))
+
+
+def test_free_run_keeps_inputs_and_lengths(model, eval_set) -> None:
+    inputs = [eval_set[0][1][:9], eval_set[2][1][:5]]  # different lengths, one with camera
+    copies = [MicroTurns.concat([t]) for t in inputs]
+    model.train()
+    out = free_run(model, inputs, seeds=[1, 2])
+    assert model.training  # the mode it had before
+    assert [t.n_turns for t in out] == [9, 5]
+    for got, given, copy in zip(out, inputs, copies, strict=True):
+        assert given.equals(copy)  # the inputs were not written into
+        got.validate(TINY)  # shapes, dtypes and value ranges of the layout
+        for name in INPUT_FIELDS:
+            assert np.array_equal(getattr(got, name), getattr(given, name)), name
+    # the model wrote its own outputs: an untrained model does not write only padding
+    assert any(
+        not np.array_equal(o.model_text, i.model_text) for o, i in zip(out, inputs, strict=True)
+    )
+
+
+def test_free_run_is_deterministic_per_seed(model, eval_set) -> None:
+    inputs = [eval_set[0][1][:6], eval_set[1][1][:4]]
+    a = free_run(model, inputs, seeds=[3, 4])
+    b = free_run(model, inputs, seeds=[3, 4])
+    c = free_run(model, inputs, seeds=[5, 6])
+    for x, y in zip(a, b, strict=True):
+        assert x.equals(y)
+    outputs = ("model_text", "model_action", "model_audio")
+    assert any(
+        not np.array_equal(getattr(x, k), getattr(y, k))
+        for x, y in zip(a, c, strict=True)
+        for k in outputs
+    )
+    assert {f.name for f in fields(MicroTurns)} == {*INPUT_FIELDS, *outputs}
+
+
+# ---- the headline figure -----------------------------------------------------------
+
+
+def test_headline() -> None:
+    scores = {
+        "turn_taking": {"turn_tor": 0.9, "pause_tor": 0.2},  # 0.7
+        "interruption": {"stop_rate_0_5s": None},  # no applicable episode: 0
+        "backchannel": {"reply_rate": 0.5, "takeover_rate": 0.75},  # -0.25
+        "time_awareness": {"macro_accuracy": 0.5, "countdown_accuracy": None},  # 0.5
+        "proactive_vision": {"accuracy": 1.0, "false_alarm_rate": 0.5},  # 0.5
+        "repetition_counting": {"accuracy": 0.25},  # 0.25
+        "delegation": {"answer_delay_median_s": 1.0},  # accuracy missing: 0
+    }
+    assert headline(scores) == pytest.approx((0.7 + 0 - 0.25 + 0.5 + 0.5 + 0.25 + 0) / 7)
+    assert headline({"delegation": {"accuracy": 1.0}}) == 1.0
+    # talking all the time never pays: every pause taken cancels every turn taken
+    assert headline({"turn_taking": {"turn_tor": 1.0, "pause_tor": 1.0}}) == 0.0
+    assert headline({}) == 0.0
