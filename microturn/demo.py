@@ -12,19 +12,21 @@ track and on what ASR hears in its audio. Written to the output folder: the mode
 speech on the session's time axis (`model.wav`), the user's (`user.wav`), both mixed
 (`mix.wav`), the Timeline JSON and a PNG of the timeline.
 
-Delegated tasks are answered by a stand-in thinker here (`StandInThinker`: the arithmetic
-or a fact-table lookup the model asked for, on the background track about 2 s later)
-until the real background thinkers exist (issue #7).
+Delegated tasks go through the engine's delegator to the built-in thinker (exact
+arithmetic, units, clock, the fact table): the engine reads the task the model writes
+after its `delegate` action, hands it over without waiting, and puts the result (or a
+failure, in words) on the model's background track. The built-in thinker answers at
+once; its result is held back `THINK_HOLD_S` (1.1 s) after the task is written, so it
+arrives when the delegation scenario taught the model to expect it. Delegation start,
+result and the moment the model says it are printed and kept in the Timeline.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,7 @@ import numpy as np
 from microturn.codecs.audio import SAMPLE_RATE, audible_frames, write_wav
 from microturn.model.checkpoint import DEFAULT_CHECKPOINT
 from microturn.scenarios.base import EpisodeBuilder, rng_for, user_turn
-from microturn.scenarios.delegation import QUESTIONS, RESULT_DELAY_S, load_facts
+from microturn.scenarios.delegation import QUESTIONS
 from microturn.scenarios.scoring import number_words, says
 from microturn.scenarios.time_awareness import ACK_GRACE_S, REMIND_REQUESTS, REMIND_TASKS, STOPS
 from microturn.stream.episode import ActionEvent, Episode, Timeline
@@ -78,7 +80,6 @@ SCRIPT = Script(
     ),
     duration_s=35.0,
 )
-THINK_S = sum(RESULT_DELAY_S) / 2  # delegate action -> background result, as in training
 
 
 @dataclass
@@ -89,28 +90,6 @@ class Said:
     text: str
     start_s: float
     end_s: float
-
-
-class StandInThinker:
-    """Answers delegated tasks in the form the delegation scenario trains ("347 * 29",
-    "lookup: capital of australia"); anything else it cannot read (None)."""
-
-    _ARITH = re.compile(r"^\s*(\d[\d,]*)\s*([*x+-])\s*(\d[\d,]*)\s*$")
-
-    def __init__(self) -> None:
-        self._facts: dict[str, str] | None = None
-
-    def answer(self, task: str) -> str | None:
-        m = self._ARITH.match(task)
-        if m:
-            a, op, b = int(m[1].replace(",", "")), m[2], int(m[3].replace(",", ""))
-            return str({"*": a * b, "x": a * b, "+": a + b, "-": a - b}[op])
-        key = task.strip()
-        if key.lower().startswith("lookup:"):
-            if self._facts is None:
-                self._facts = load_facts()
-            return self._facts.get(key[len("lookup:") :].strip().lower())
-        return None
 
 
 def _show(text: str, n: int = 70) -> str:
@@ -130,22 +109,21 @@ def _voiced(pcm: np.ndarray) -> bool:
 
 @dataclass
 class LiveView:
-    """Follows one session's outputs micro-turn by micro-turn and prints the timeline;
-    also resolves delegations (an action's task is the next message it writes) and hands
-    them to the thinker."""
+    """Follows one session's outputs micro-turn by micro-turn and prints the timeline,
+    with the engine's delegation records: a delegation starting (with its task), the
+    thinker's result arriving on the background track, the model saying it."""
 
     said: list[Said]
     keyword: str
     micro_turn_s: float
     emit: Callable[[str], None]
-    thinker: StandInThinker = field(default_factory=StandInThinker)
     messages: list[tuple[float, str]] = field(default_factory=list)  # (start, text)
     reminders: list[float] = field(default_factory=list)
-    actions: list[tuple[ActionEvent, str | None]] = field(default_factory=list)
+    delegate_actions: int = 0  # read off the action track
+    delegations: list[ActionEvent] = field(default_factory=list)  # started, with a task
     background: list[dict[str, Any]] = field(default_factory=list)  # thinker results
-    unreadable_tasks: int = 0
+    spoken: list[ActionEvent] = field(default_factory=list)  # results the model said
     _partial: tuple[float, str] | None = None
-    _waiting: deque[int] = field(default_factory=deque)  # actions without their task yet
     _voice_from: float | None = None
     _voice_last: float = 0.0
 
@@ -159,30 +137,36 @@ class LiveView:
             if start_s <= s.start_s < end_s:
                 self.emit(_line(s.start_s, "user", f'"{_show(s.text)}"'))
 
-    def background_due(self, start_s: float, end_s: float) -> list[str]:
-        """Thinker results that arrive in the micro-turn [start_s, end_s)."""
-        due = []
-        for r in self.background:
-            if not r["sent"] and r["time_s"] < end_s:
-                r["sent"] = True
-                due.append(r["text"])
-                self.emit(
-                    _line(r["time_s"], "thinker", f'-> "{_show(r["text"])}" (for "{r["task"]}")')
-                )
-        return due
-
     # ---- the model's side (the session's on_output) ------------------------------------
     def on_output(self, _session: Any, out: Any) -> None:
         t = out.play_at_s
-        for a in out.actions:
-            self.actions.append((a, None))
-            self._waiting.append(len(self.actions) - 1)
+        events = list(getattr(out, "events", ()))
+        self.delegate_actions += sum(a.kind == "delegate" for a in out.actions)
+        for e in events:
+            if e.kind == "delegation_result":
+                self._result(e)
+        started = [e for e in events if e.kind == "delegate"]
+        spoken = [e for e in events if e.kind == "delegation_spoken"]
         if out.text:
             start, text = self._partial or (t, "")
             self._partial = (start, text + out.text)
         if out.end_of_message and self._partial is not None:
-            self._message(*self._partial)
+            if started:  # the message that just ended is the task of this delegation
+                self.messages.append(self._partial)
+            else:
+                self._message(*self._partial, spoken=spoken)
             self._partial = None
+        for e in started:
+            self.delegations.append(e)
+            did = e.data.get("id")
+            self.emit(
+                _line(
+                    e.time_s,
+                    "model",
+                    f'[delegate] "{_show(e.text)}"' + (f" ({did})" if did else ""),
+                )
+            )
+        self.spoken += spoken
         self._voice(t, _voiced(out.audio))
 
     def finish(self, end_s: float) -> None:
@@ -193,21 +177,39 @@ class LiveView:
             self._partial = None
         if self._voice_from is not None:
             self._voice(end_s, False, force=True)
-        if self._waiting:
+        untold = self.delegate_actions - len(self.delegations)
+        if untold > 0:
             self.emit(
-                _line(end_s, "model", f"{len(self._waiting)} action(s) never got a task written")
+                _line(end_s, "model", f"{untold} delegate action(s) never got a task written")
             )
 
-    def _message(self, start: float, text: str, *, unfinished: bool = False) -> None:
+    def _result(self, e: ActionEvent) -> None:
+        r = {
+            "time_s": e.time_s,
+            "text": e.text,
+            "task": e.data.get("task"),
+            "id": e.data.get("id"),
+            "error": e.data.get("error"),
+        }
+        self.background.append(r)
+        failed = f" [failed: {r['error']}]" if r["error"] else ""
+        self.emit(
+            _line(
+                e.time_s,
+                "thinker",
+                f'-> "{_show(e.text)}" (for "{_show(str(r["task"]), 30)}"){failed}',
+            )
+        )
+
+    def _message(
+        self,
+        start: float,
+        text: str,
+        *,
+        unfinished: bool = False,
+        spoken: list[ActionEvent] | None = None,
+    ) -> None:
         self.messages.append((start, text))
-        if self._waiting and start >= self.actions[self._waiting[0]][0].time_s - 1e-9:
-            i = self._waiting.popleft()
-            action = self.actions[i][0]
-            self.actions[i] = (action, text.strip())
-            self.emit(_line(action.time_s, "model", f'[{action.kind}] "{_show(text)}"'))
-            if action.kind == "delegate":
-                self._delegate(action.time_s, text.strip())
-            return
         what = f'"{_show(text)}"' + (" (unfinished)" if unfinished else "")
         if says(text, self.keyword) and start >= self.request_end_s + ACK_GRACE_S:
             prev = self.reminders[-1] if self.reminders else None
@@ -218,16 +220,9 @@ class LiveView:
                 else f"{start - self.request_end_s:.1f} s after the request ended"
             )
             what += f"   <- reminder {len(self.reminders)}, {since}"
+        for e in spoken or ():
+            what += f'   <- says the result of "{_show(str(e.data.get("task")), 30)}"'
         self.emit(_line(start, "model", what))
-
-    def _delegate(self, time_s: float, task: str) -> None:
-        result = self.thinker.answer(task)
-        if result is None:
-            self.unreadable_tasks += 1
-            return
-        self.background.append(
-            {"time_s": round(time_s + THINK_S, 3), "text": result, "task": task, "sent": False}
-        )
 
     def _voice(self, t: float, active: bool, *, force: bool = False) -> None:
         """'voice on' when the model's audio turns to speech, 'voice off' after 0.4 s of
@@ -349,8 +344,10 @@ def _run(
     asr: bool,
     say: Callable[[str], None],
 ) -> int:
+    from microturn.background import BuiltinThinker, Delegator
     from microturn.engine.clock import RealClock, SimulatedClock
     from microturn.engine.engine import Engine
+    from microturn.engine.runner import THINK_HOLD_S
     from microturn.engine.vocoder import StreamingVocoder, decode_many
     from microturn.model import from_pretrained
     from microturn.model.transformer import count_parameters
@@ -366,7 +363,14 @@ def _run(
         + f", {lay.micro_turn_ms:g} ms micro-turns, {episode.duration_s:.0f} s"
     )
 
-    engine = Engine(model, max_sessions=1, clock=SimulatedClock(), keep_audio=True)
+    # Real time: the thinker runs on the delegator's worker thread, off the tick; on the
+    # simulated clock it runs inline (deterministic). Either way its answer is held back
+    # to THINK_HOLD_S after the task was written, on the engine's clock.
+    clock = RealClock() if realtime else SimulatedClock()
+    delegator = Delegator(
+        BuiltinThinker(), clock=clock.now, inline=not realtime, hold_s=THINK_HOLD_S
+    )
+    engine = Engine(model, max_sessions=1, clock=clock, keep_audio=True, delegator=delegator)
     warm = engine.open("warm-up")  # the first steps pay for torch's lazy set-up
     for _ in range(2):
         warm.push_audio(np.zeros(lay.samples_per_turn, np.float32))
@@ -375,8 +379,6 @@ def _run(
     voc = StreamingVocoder(n_iter=engine.vocoder_iters)  # and librosa's first decode (JIT)
     for _ in range(2):
         decode_many([voc], [np.full((lay.frames_per_turn, 80), 8, np.uint8)])
-    if realtime:
-        engine.clock = RealClock()
     session = engine.open("demo", seed=seed)
     view = LiveView(said, script.keyword, lay.micro_turn_s, say)
     session.on_output = view.on_output
@@ -388,8 +390,6 @@ def _run(
         a, b = lay.input_start_s(t), lay.input_start_s(t + 1)
         view.user_window(a, b)
         session.push_audio(audio[t * spt : (t + 1) * spt])
-        for text in view.background_due(a, b):
-            session.push_background(text)
 
     say(f"{'time':>8}  {'who':<7} what")
     started = time.monotonic()
@@ -401,7 +401,10 @@ def _run(
         say(f"interrupted after {session.turn * lay.micro_turn_s:.1f} s; writing what there is")
     wall_s = time.monotonic() - started
     view.finish(lay.output_start_s(session.turn))
-    _finish(out, model_dir, realtime, script, episode, session, view, wall_s, asr, say)
+    try:
+        _finish(out, model_dir, realtime, script, episode, session, view, wall_s, asr, say)
+    finally:
+        engine.shutdown()  # the delegator's threads go; the session's records stay readable
     return 130 if interrupted else 0
 
 
@@ -423,13 +426,7 @@ def _finish(
     from microturn.scenarios.time_awareness import SCENARIO as TIME_AWARENESS
 
     lay = session.layout
-    timeline = session.timeline()
-    # The engine reads actions without their argument; the task is the message written
-    # next (see LiveView), the same rule `unpack` applies.
-    tasks = iter(view.actions)
-    timeline.actions = [
-        dataclasses.replace(a, text=next(tasks, (a, None))[1] or a.text) for a in timeline.actions
-    ]
+    timeline = session.timeline()  # its `delegate` actions carry their tasks
     timeline.episode_id = episode.id
     timeline.meta["demo"] = {
         "model": str(model_dir),
@@ -437,7 +434,7 @@ def _finish(
         "realtime": realtime,
         "wall_s": round(wall_s, 3),
         "script": episode.meta["script"],
-        "background": [{k: r[k] for k in ("time_s", "text", "task")} for r in view.background],
+        "background": view.background,
     }
     # The model's speech on the session's time axis (its first sample plays at 0.2 s).
     n = episode.user_audio.size
@@ -505,15 +502,17 @@ def _finish(
             task = f'"{_show(first.text, 40)}"' if first.text else "(no task written)"
             did = f"delegated {task} at {first.time_s:.1f} s"
         say(f"  delegation: {did} ({len(acts)} delegate action(s) in the whole session)")
-        got = [f"{r['text']} at {r['time_s']:.1f} s" for r in view.background]
+        got = [
+            f'"{_show(r["text"], 40)}" at {r["time_s"]:.1f} s'
+            + (f" (failed: {r['error']})" if r["error"] else "")
+            for r in view.background
+        ]
+        say("    thinker answered " + (", ".join(got) if got else "nothing"))
+        said = [f'"{_show(e.text, 40)}" at {e.time_s:.1f} s' for e in view.spoken]
         say(
-            "    thinker answered "
-            + (", ".join(got) if got else "nothing")
-            + (
-                f"; {view.unreadable_tasks} task(s) it could not read"
-                if view.unreadable_tasks
-                else ""
-            )
+            "    the model said a result: " + ", ".join(said)
+            if said
+            else "    the model never said a result it got"
         )
         for name, tl in views:
             r = DELEGATION.score(episode, tl)

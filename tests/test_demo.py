@@ -58,6 +58,13 @@ def test_demo_writes_wavs_timeline_and_plot(tmp_path, untrained, monkeypatch, ca
     assert tl.meta["demo"]["realtime"] is False
     assert [s["role"] for s in tl.meta["demo"]["script"]] == ["request", "question", "stop"]
     assert tl.meta["step_ms_p50"] > 0
+    # delegations go through the engine to the built-in thinker: every result it gave
+    # (an untrained model's tasks are noise: spoken failures) is in the Timeline
+    results = [a for a in tl.actions if a.kind == "delegation_result"]
+    assert [(r.text, r.data["thinker"]) for r in results] == [
+        (b["text"], "builtin") for b in tl.meta["demo"]["background"]
+    ]
+    assert "thinker answered" in printed or "did not delegate" in printed
     assert torch.get_num_threads() == threads  # the demo's one thread was given back
 
     png = (out / "timeline.png").read_bytes()
@@ -79,12 +86,17 @@ def _said() -> list[demo.Said]:
     ]
 
 
-def _out(t: float, text: str = "", eom: bool = False, actions=(), voiced: bool = False):
+def _out(t: float, text: str = "", eom: bool = False, actions=(), voiced=False, events=()):
     audio = np.zeros(3200, np.float32)
     if voiced:
         audio[:] = 0.1 * np.sin(np.arange(3200) / 5)
     return SimpleNamespace(
-        play_at_s=t, text=text, end_of_message=eom, actions=list(actions), audio=audio
+        play_at_s=t,
+        text=text,
+        end_of_message=eom,
+        actions=list(actions),
+        audio=audio,
+        events=list(events),
     )
 
 
@@ -98,8 +110,14 @@ def test_live_view_marks_reminders_delegation_and_thinker() -> None:
     view.on_output(None, _out(10.4))
     view.on_output(None, _out(10.6))  # 0.4 s of silence: voice off
     view.on_output(None, _out(14.4, "347 ", actions=[ActionEvent(14.4, "delegate")]))
-    view.on_output(None, _out(14.6, "* 29", eom=True))  # the task: the next message
+    start = ActionEvent(14.4, "delegate", "347 * 29", {"id": "d1", "task": "347 * 29"})
+    view.on_output(None, _out(14.6, "* 29", eom=True, events=[start]))  # the engine's record
     view.on_output(None, _out(15.1, "Breathe in and out.", eom=True))
+    result = ActionEvent(16.1, "delegation_result", "10063", {"id": "d1", "task": "347 * 29"})
+    view.on_output(None, _out(16.2, events=[result]))
+    spoken = ActionEvent(16.6, "delegation_spoken", "that's 10,063", {"task": "347 * 29"})
+    view.on_output(None, _out(16.6, "that's 10,063", eom=True, events=[spoken]))
+    view.on_output(None, _out(17.0, "", actions=[ActionEvent(17.0, "delegate")]))
     view.finish(20.0)
 
     text = "\n".join(lines)
@@ -107,23 +125,14 @@ def test_live_view_marks_reminders_delegation_and_thinker() -> None:
     assert "reminder 1, 5.0 s after the request ended" in text
     assert "reminder 2, 5.1 s after the last" in text
     assert "(voice on)" in text and "(voice off, 0.4 s)" in text
-    assert '[delegate] "347 * 29"' in text
+    assert '[delegate] "347 * 29" (d1)' in text
+    assert not any(line.endswith('model   "347 * 29"') for line in lines)  # not a message
+    assert 'thinker -> "10063" (for "347 * 29")' in text
+    assert '"that\'s 10,063"   <- says the result of "347 * 29"' in text
+    assert "1 delegate action(s) never got a task written" in text
     assert view.reminders == [10.0, 15.1]
-    assert view.actions[0][1] == "347 * 29"
-    assert [r["text"] for r in view.background] == ["10063"]
-
-    due = view.background[0]["time_s"]
-    assert view.background_due(due - 0.4, due - 0.2) == []
-    assert view.background_due(due - 0.1, due + 0.1) == ["10063"]
-    assert view.background_due(due, due + 0.2) == []  # sent once
-    assert '-> "10063"' in lines[-1]
-
-
-def test_stand_in_thinker() -> None:
-    t = demo.StandInThinker()
-    assert t.answer("347 * 29") == "10063"
-    assert t.answer("1,204 + 3,987") == "5191"
-    assert t.answer("5210 - 1987") == "3223"
-    assert t.answer("lookup: capital of australia") == "Canberra"
-    assert t.answer("lookup: nothing like this") is None
-    assert t.answer("\x07ut.") is None
+    assert [e.text for e in view.delegations] == ["347 * 29"]
+    assert [(r["text"], r["task"], r["error"]) for r in view.background] == [
+        ("10063", "347 * 29", None)
+    ]
+    assert [e.text for e in view.spoken] == ["that's 10,063"]

@@ -364,3 +364,35 @@ def test_resume_without_a_run_and_zero_intervals_are_errors(tmp_path) -> None:
         train(TrainConfig(data=str(tmp_path), out=str(tmp_path / "o")), resume=True)
     with pytest.raises(ValueError, match="eval_every"):
         TrainConfig(data="", out="", eval_every=0)
+
+
+def test_training_report_plots_losses_and_evaluations(tmp_path) -> None:
+    from microturn.train.report import plot_log
+
+    log = tmp_path / "log.jsonl"
+    steps = [
+        {"step": s, "loss": 2.0 / s, "model_action": 0.1, "model_text": 1.0 / s, "model_audio": 1.0}
+        for s in (1, 2, 3)
+    ]
+    evals = [{"step": 3, "eval": {"time_awareness": {"macro_accuracy": 0.5}}, "eval_score": 0.5}]
+    log.write_text("\n".join(json.dumps(r) for r in steps + evals))
+    png = plot_log(log, tmp_path / "run.png")
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ValueError, match="no training steps"):
+        plot_log(tmp_path / "empty.jsonl", tmp_path / "x.png")
+
+
+def test_the_shipped_default_model_loads_small_and_half_precision() -> None:
+    from safetensors import safe_open
+
+    from microturn.model.checkpoint import DEFAULT_CHECKPOINT, from_pretrained
+
+    weights = DEFAULT_CHECKPOINT / "model.safetensors"
+    assert weights.stat().st_size <= 25 * 1024 * 1024
+    with safe_open(str(weights), "pt") as f:
+        dtypes = {str(f.get_tensor(k).dtype) for k in list(f.keys())}
+    assert "torch.float16" in dtypes and dtypes <= {"torch.float16", "torch.int64"}
+    model = from_pretrained(DEFAULT_CHECKPOINT)
+    assert model.cfg.layout.micro_turn_ms == 200
+    assert (DEFAULT_CHECKPOINT / "README.md").is_file()

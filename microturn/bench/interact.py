@@ -42,8 +42,12 @@ def make_system(spec: str) -> System:
 
 
 def recording_for(episode: Episode, system: System) -> Recording:
-    """The episode as the system hears it (camera frames fitted to its layout)."""
+    """The episode as the system hears it (camera frames fitted to its layout). A
+    system with its own thinker (`delegates`) gets no background results from the
+    episode: only what its own delegations bring back."""
     rec = Recording.from_episode(episode)
+    if getattr(system, "delegates", False):
+        rec.background = []
     size = system.layout.video_size
     if rec.video is not None:
         rec.video = VisionCodec(size).fit_track(rec.video) if size else None

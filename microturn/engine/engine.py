@@ -10,11 +10,22 @@ The clock never waits for a client: at each tick every open session is stepped i
 batched forward; a session whose input for that micro-turn has not arrived gets it marked
 missing. Outputs (audio PCM, text, actions) are handed out per session as soon as the
 step ends.
+
+Delegation (with a `thinker` or `delegator`): a `delegate` action's task is the next
+message the model writes on its text track at or after the action (the rule of
+`microturn.stream.layout.unpack`). When that message ends, the engine packs a
+`ContextPackage` (the task, the session's transcript: the user's typed text and the
+model's finished messages, the latest camera frame) and submits it without waiting. Each
+tick, before inputs are taken, finished delegations are polled and their text (a failure
+too, in words the model can say) goes onto the session's background track. The start, the
+result and the moment the model says it are Timeline actions (`delegate`,
+`delegation_result`, `delegation_spoken`) and `TurnOutputs.events`.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 import uuid
 from collections import deque
@@ -24,9 +35,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from microturn.background.context import (
+    FAILURE_TEXT,
+    ContextPackage,
+    DelegationResult,
+    TranscriptLine,
+    delegate_action,
+)
+from microturn.background.delegator import Delegator, Thinker
 from microturn.codecs import dmel
 from microturn.codecs.audio import SAMPLE_RATE, validate_pcm
-from microturn.codecs.text import ByteTokenizer
+from microturn.codecs.text import N_BYTES, ByteTokenizer, Special
 from microturn.engine.clock import Clock, SimulatedClock
 from microturn.engine.recorder import TimelineRecorder, read_turn
 from microturn.engine.vocoder import StreamingVocoder, decode_many
@@ -36,6 +55,12 @@ from microturn.stream.episode import ActionEvent, Timeline, TurnRecord
 from microturn.stream.layout import TurnInput, TurnPacker
 
 VOCODER_DELAY_S = dmel.WIN_LENGTH / SAMPLE_RATE  # 50 ms: see engine/vocoder.py
+TRANSCRIPT_LINES = 200  # per session: what a thinker gets as "the conversation so far"
+MAX_MESSAGE_BYTES = 4096  # a message never closed with EOM stops growing here
+UNSPOKEN_KEPT = 16  # results the engine still looks for in what the model says
+WAITING_ACTIONS = 8  # delegate actions whose task has not been written yet
+
+log = logging.getLogger("microturn.engine")
 
 
 @dataclass
@@ -51,6 +76,10 @@ class TurnOutputs:
     step_ms: float
     lateness_ms: float
     missing: tuple[str, ...]
+    # Delegation records this micro-turn (also in the session's Timeline): `delegate`
+    # (started, with its task and id), `delegation_result` (arrived on the background
+    # track), `delegation_spoken` (the model said it). For the server's event stream.
+    events: list[ActionEvent] = field(default_factory=list)
 
 
 @dataclass
@@ -91,12 +120,21 @@ class Session:
         self.closed = False
         self.turn = 0
         self.last_input_s = engine.clock.now()
+        self.clock0_s = engine.clock.now()  # session time 0 on the engine's clock
         self._audio = np.zeros(0, np.float32)
         self._frame: np.ndarray | None = None
         self._text: list[str] = []
         self._background: list[str] = []
-        self._message_bytes: list[int] = []
-        self._pending_action: ActionEvent | None = None
+        # Delegation: the conversation so far (typed user text, the model's messages),
+        # the message being written, delegate actions waiting for their task, the ids
+        # in flight, results not yet said, and this micro-turn's records.
+        self.transcript: deque[TranscriptLine] = deque(maxlen=TRANSCRIPT_LINES)
+        self.delegations: set[str] = set()
+        self._message = bytearray()
+        self._message_start: float | None = None
+        self._waiting: deque[ActionEvent] = deque(maxlen=WAITING_ACTIONS)
+        self._unspoken: deque[DelegationResult] = deque(maxlen=UNSPOKEN_KEPT)
+        self._events: list[ActionEvent] = []
 
     # ---- inputs from the client ----------------------------------------------------
     def _check_open(self) -> None:
@@ -120,16 +158,40 @@ class Session:
         self.last_input_s = self.engine.clock.now()
 
     def push_text(self, text: str) -> None:
+        """Typed text from the user (also a `user` line of the transcript thinkers get)."""
         self._check_open()
         if not isinstance(text, str) or not text:
             raise ValueError("typed text must be a non-empty string")
         self._text.append(text)
+        self.transcript.append(TranscriptLine(self.now_s(), "user", text))
         self.last_input_s = self.engine.clock.now()
 
     def push_background(self, text: str) -> None:
         """A background result (from a thinker) for the model's background track."""
         self._check_open()
         self._background.append(text)
+
+    def now_s(self) -> float:
+        """The session's time now (seconds since its micro-turn 0 began)."""
+        return max(0.0, self.engine.clock.now() - self.clock0_s)
+
+    def _inputs_snapshot(self) -> tuple:
+        """What `_take_input` consumes, for the engine's rollback of a failed step."""
+        m = self.metrics
+        return (
+            self._audio,
+            list(self._text),
+            list(self._background),
+            m.missing_inputs,
+            m.dropped_samples,
+        )
+
+    def _restore_inputs(self, snap: tuple) -> None:
+        audio, text, background, missing, dropped = snap
+        self._audio = audio
+        self._text = text + self._text  # `_take_input` emptied them: anything here is new
+        self._background = background + self._background
+        self.metrics.missing_inputs, self.metrics.dropped_samples = missing, dropped
 
     def _take_input(self) -> tuple[TurnInput, tuple[str, ...]]:
         """This micro-turn's input; what has not arrived is marked missing."""
@@ -153,6 +215,53 @@ class Session:
         )
         self._text, self._background = [], []
         return inputs, missing
+
+    # ---- delegation ----------------------------------------------------------------
+    def _record(self, event: ActionEvent) -> None:
+        record_event(self.recorder, event)
+        self._events.append(event)
+
+    def _follow(self, text_tokens: list[int], actions: list[ActionEvent], at_s: float) -> None:
+        """Read one micro-turn of the model's text track message by message: a message
+        at or after a waiting `delegate` action is its task; any other is a `model` line
+        of the transcript, and is checked for results the model has not said yet."""
+        for a in actions:
+            if a.kind == "delegate":
+                self._waiting.append(a)
+        for tok in text_tokens:
+            if tok == Special.EOM:
+                if self._message_start is not None:
+                    text = self._message.decode("utf-8", errors="replace")
+                    self._finish_message(self._message_start, text)
+                self._message, self._message_start = bytearray(), None
+            elif tok < N_BYTES:
+                if self._message_start is None:
+                    self._message_start = at_s
+                if len(self._message) < MAX_MESSAGE_BYTES:
+                    self._message.append(tok)
+
+    def _finish_message(self, start_s: float, text: str) -> None:
+        if self._waiting and start_s >= self._waiting[0].time_s - 1e-9:
+            self.engine._delegate(self, self._waiting.popleft(), text.strip())
+            return
+        text = text.strip()
+        if not text:
+            return
+        self.transcript.append(TranscriptLine(start_s, "model", text))
+        for r in list(self._unspoken):
+            if r.spoken_in(text):
+                self._unspoken.remove(r)
+                self._record(r.spoken_action(start_s, text))
+
+    def _arrive(self, result: DelegationResult) -> None:
+        """A result goes onto the background track of this micro-turn's input."""
+        self.delegations.discard(result.id)
+        self.push_background(result.text)
+        lay = self.layout
+        first, last = lay.input_start_s(self.turn), lay.input_start_s(self.turn + 1) - 1e-3
+        at = min(max(result.finished_s - self.clock0_s, first), last)  # inside its window
+        self._record(result.to_action(at))
+        self._unspoken.append(result)
 
     # ---- outputs -------------------------------------------------------------------
     def _emit(self, out: TurnOutputs) -> None:
@@ -181,7 +290,15 @@ class Session:
 
 
 class Engine:
-    """Live sessions over one model; `tick()` steps them all once, `run()` keeps time."""
+    """Live sessions over one model; `tick()` steps them all once, `run()` keeps time.
+
+    `thinker`: answers delegated tasks through a `Delegator` the engine makes on its own
+    clock (worker threads: a tick never waits for it). `delegator`: one made by the
+    caller instead (an offline run's `inline=True, hold_s=...` one), on the engine's
+    clock (`clock=engine_clock.now`). Neither: delegate actions are still read and
+    recorded with their task, and nothing answers them. The engine owns the delegator:
+    `shutdown()` closes it.
+    """
 
     def __init__(
         self,
@@ -194,7 +311,11 @@ class Engine:
         vocoder_iters: int = 2,
         window_turns: int | None = None,
         keep_audio: bool = False,
+        thinker: Thinker | None = None,
+        delegator: Delegator | None = None,
     ) -> None:
+        if thinker is not None and delegator is not None:
+            raise ValueError("give a thinker or a delegator, not both")
         self.model = model.eval()
         self.layout = model.layout
         _one_blas_thread()
@@ -208,6 +329,12 @@ class Engine:
         self.sessions: dict[str, Session] = {}
         self.ticks = 0
         self._ids = itertools.count()
+        if thinker is not None:  # follows the clock even if it is swapped later
+            delegator = Delegator(thinker, clock=lambda: self.clock.now())
+        self.delegator = delegator
+        self._delegations: dict[str, Session] = {}  # delegation id -> whose it is
+        self._failed: list[DelegationResult] = []  # submits that raised, said next tick
+        self._failures = itertools.count(1)
 
     @property
     def max_sessions(self) -> int:
@@ -239,6 +366,10 @@ class Engine:
         if s.closed:
             return
         s.closed = True
+        if self.delegator is not None:
+            for did in sorted(s.delegations):
+                self.delegator.cancel(did)  # its result is dropped when polled
+        s.delegations.clear()
         del self.sessions[s.id]
         last = self.rows.pop()
         if last is not s:
@@ -247,6 +378,20 @@ class Engine:
             self.rows[s.row] = last
         self.state.reset_rows([len(self.rows)])
         s.row = -1
+
+    def shutdown(self) -> None:
+        """Close every session and the delegator (its threads go, nothing more is
+        answered); idempotent."""
+        for s in list(self.rows):
+            self.close(s)
+        if self.delegator is not None:
+            self.delegator.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
 
     def close_idle(self) -> list[str]:
         now = self.clock.now()
@@ -257,12 +402,16 @@ class Engine:
 
     def tick(self, deadline_s: float | None = None) -> dict[str, TurnOutputs]:
         """Step every live session by one micro-turn in one batched forward."""
+        deadline_s = self.clock.now() if deadline_s is None else deadline_s
+        for s in self.rows:  # this tick ends the session's micro-turn s.turn
+            s.clock0_s = deadline_s - self.layout.input_start_s(s.turn + 1)
+        self._poll_delegations()
         if not self.rows:
             self.ticks += 1
             return {}
-        deadline_s = self.clock.now() if deadline_s is None else deadline_s
         sessions = list(self.rows)
         packers = [s.packer.snapshot() for s in sessions]
+        taken = [s._inputs_snapshot() for s in sessions]
         view = self.state.prefix(len(sessions))
         snapshot = view.snapshot()
         started = time.perf_counter()
@@ -278,8 +427,9 @@ class Engine:
             )
         except Exception:
             view.restore(snapshot)  # the micro-turn never happened
-            for s, p in zip(sessions, packers, strict=True):
+            for s, p, inputs in zip(sessions, packers, taken, strict=True):
                 s.packer.restore(p)
+                s._restore_inputs(inputs)  # audio, typed text, background results
             raise
         bins = result.model_audio.reshape(len(sessions), -1, dmel.N_MELS).numpy()
         speech = decode_many([s.vocoder for s in sessions], list(bins))  # one batch
@@ -302,13 +452,11 @@ class Engine:
     ) -> TurnOutputs:
         lay = self.layout
         play_at = lay.output_start_s(s.turn)
-        text, eom, actions = read_turn(
-            result.model_text[i].tolist(), result.model_action[i].tolist(), play_at
-        )
+        text_tokens = result.model_text[i].tolist()
+        text, eom, actions = read_turn(text_tokens, result.model_action[i].tolist(), play_at)
         lateness_ms = max(0.0, (self.clock.now() - deadline_s) * 1000)
         if isinstance(self.clock, SimulatedClock):
             lateness_ms = 0.0 if step_ms < lay.micro_turn_ms else step_ms - lay.micro_turn_ms
-        out = TurnOutputs(s.turn, play_at, pcm, text, eom, actions, step_ms, lateness_ms, missing)
         s.metrics.turns += 1
         s.metrics.step_ms.append(step_ms)
         s.metrics.lateness_ms.append(lateness_ms)
@@ -316,6 +464,11 @@ class Engine:
         s.recorder.add_text(lay.output_start_s(s.turn), text, eom)
         for a in actions:
             s.recorder.add_action(a)
+        s._follow(text_tokens, actions, play_at)  # may start delegations (never waits)
+        events, s._events = s._events, []
+        out = TurnOutputs(
+            s.turn, play_at, pcm, text, eom, actions, step_ms, lateness_ms, missing, events
+        )
         s.recorder.add_turn(
             TurnRecord(
                 s.turn,
@@ -329,6 +482,42 @@ class Engine:
         s._emit(out)
         return out
 
+    # ---- delegation --------------------------------------------------------------
+    def _delegate(self, s: Session, action: ActionEvent, task: str) -> None:
+        """Hand a task to the delegator (returns at once) and record its start; a session
+        without a thinker still gets the task recorded on its `delegate` action."""
+        session_s = self.layout.input_start_s(s.turn + 1)  # this micro-turn's tick
+        if self.delegator is None:
+            s._record(ActionEvent(action.time_s, "delegate", task))
+            return
+        package = ContextPackage(
+            task, tuple(s.transcript), session_s, frame=s._frame, session_id=s.id
+        )
+        try:
+            did = self.delegator.submit(package)
+        except Exception as err:  # a closed delegator, a bad thinker: said, not dropped
+            log.warning("delegation for session %s could not start: %s", s.id, err)
+            now = self.clock.now()
+            did = f"failed-{next(self._failures)}"
+            text = FAILURE_TEXT["error"]
+            failed = DelegationResult(did, task, text, "error", now, now, f"{err}"[:500])
+            self._failed.append(failed)
+        s.delegations.add(did)
+        self._delegations[did] = s
+        s._record(delegate_action(did, package, action.time_s))
+
+    def _poll_delegations(self) -> None:
+        """Put finished delegations on their sessions' background tracks (failures too);
+        cancelled ones and those of closed sessions are dropped."""
+        if self.delegator is None:
+            return
+        results, self._failed = self._failed + self.delegator.poll(), []
+        for r in results:
+            s = self._delegations.pop(r.id, None)
+            if s is None or s.closed or r.error == "cancelled":
+                continue
+            s._arrive(r)
+
     def run(self, n_ticks: int, feed: Callable[[int], None] | None = None) -> None:
         """Keep time for n_ticks micro-turns: before tick t, `feed(t)` may push inputs;
         the tick for micro-turn t is due when its input window closes."""
@@ -340,6 +529,19 @@ class Engine:
             self.clock.sleep_until(deadline)
             self.tick(deadline)
             self.close_idle()
+
+
+def record_event(recorder: TimelineRecorder, event: ActionEvent) -> None:
+    """Add a delegation record to a Timeline: a `delegate` record (with its task)
+    completes the bare `delegate` action read off the action track at the same time;
+    the others are added."""
+    if event.kind == "delegate":
+        for i, a in enumerate(recorder.actions):
+            bare = a.kind == "delegate" and not a.text and not a.data
+            if bare and abs(a.time_s - event.time_s) < 1e-6:
+                recorder.actions[i] = event
+                return
+    recorder.add_action(event)
 
 
 def _one_blas_thread() -> None:

@@ -2,6 +2,12 @@
 its Timeline and speech. Benchmarks use this, so every system (our model, the cascade
 baseline, a user's own) goes through one small interface: feed a micro-turn in, get a
 micro-turn out.
+
+Our model's runs answer its own delegations: a `ModelSystem` has the built-in thinker
+behind an inline delegator on the run's simulated clock, so results are deterministic
+and reach the background track `THINK_HOLD_S` after each task is written. A system that
+does this says so with `delegates = True`; the benchmarks then inject no background
+results from the episode into it (`microturn.bench.interact.recording_for`).
 """
 
 from __future__ import annotations
@@ -11,7 +17,10 @@ from typing import Protocol
 
 import numpy as np
 
-from microturn.engine.engine import Engine
+from microturn.background.builtin import BuiltinThinker
+from microturn.background.delegator import Delegator, Thinker
+from microturn.engine.clock import SimulatedClock
+from microturn.engine.engine import Engine, record_event
 from microturn.engine.recorder import TimelineRecorder
 from microturn.model import InteractionModel, SamplingConfig
 from microturn.stream.episode import (
@@ -23,6 +32,14 @@ from microturn.stream.episode import (
     VideoTrack,
 )
 from microturn.stream.layout import Layout
+
+# Offline thinking time: a delegation's result reaches the background track this long
+# after its task is written. The delegation scenario trains 1.5-3 s from the `delegate`
+# action (`RESULT_DELAY_S`); writing the task takes 0.4 s (arithmetic, "347 * 29") to
+# 2.6 s (the longest fact key) at 4 bytes per micro-turn. 1.1 s after the task puts
+# arithmetic at the scenario's 1.5 s and lookups at 2.1-3.7 s (35 of the 48 fact keys
+# within 3 s): a result never comes earlier than training taught the model to expect.
+THINK_HOLD_S = 1.1
 
 
 @dataclass
@@ -45,6 +62,9 @@ class TurnReply:
     end_of_message: bool = False
     actions: list[ActionEvent] = field(default_factory=list)
     step_ms: float = 0.0
+    # Timeline records besides actions (delegation start with its task, results, when
+    # they were said); a `delegate` record completes the bare `delegate` action.
+    events: list[ActionEvent] = field(default_factory=list)
 
 
 class SystemSession(Protocol):
@@ -148,6 +168,8 @@ def run_recording(
             recorder.add_text(lay.output_start_s(t), reply.text, reply.end_of_message)
             for a in reply.actions:
                 recorder.add_action(a)
+            for e in reply.events:
+                record_event(recorder, e)
     finally:
         session.close()
     played = recorder.audio()
@@ -165,7 +187,12 @@ def _by_turn(events: list[TextEvent], lay: Layout) -> dict[int, list[str]]:
 
 
 class ModelSystem:
-    """Our interaction model through the engine (one session per run)."""
+    """Our interaction model through the engine (one session per run, simulated clock).
+
+    Its delegations are answered by `thinker` (default: the built-in one) run inline on
+    the run's clock, each result held back to `think_hold_s` after its task was written;
+    `delegate=False` leaves them unanswered (background results then come only from the
+    recording)."""
 
     def __init__(
         self,
@@ -173,20 +200,35 @@ class ModelSystem:
         *,
         name: str = "microturn",
         sampling: SamplingConfig | None = None,
+        thinker: Thinker | None = None,
+        delegate: bool = True,
+        think_hold_s: float = THINK_HOLD_S,
     ) -> None:
         self.name = name
         self.model = model
         self.layout = model.layout
         self.sampling = sampling
+        self.delegates = delegate
+        self.thinker = (thinker or BuiltinThinker()) if delegate else None
+        self.think_hold_s = think_hold_s
 
     def open(self, seed: int) -> _EngineSession:
-        engine = Engine(self.model, max_sessions=1, sampling=self.sampling)
+        clock = SimulatedClock()
+        delegator = None
+        if self.thinker is not None:
+            delegator = Delegator(
+                self.thinker, clock=clock.now, inline=True, hold_s=self.think_hold_s
+            )
+        engine = Engine(
+            self.model, max_sessions=1, clock=clock, sampling=self.sampling, delegator=delegator
+        )
         return _EngineSession(engine, seed)
 
 
 class _EngineSession:
     def __init__(self, engine: Engine, seed: int) -> None:
         self.engine = engine
+        self.start_s = engine.clock.now()
         self.session = engine.open("run", seed=seed)
 
     def step(self, turn: RawTurn) -> TurnReply:
@@ -199,8 +241,14 @@ class _EngineSession:
             s.push_text(text)
         for text in turn.background:
             s.push_background(text)
-        out = self.engine.tick()[s.id]
-        return TurnReply(out.audio, out.text, out.end_of_message, out.actions, out.step_ms)
+        # The tick for micro-turn t is due when its input window closes: the clock (and
+        # with it every held delegation result) moves on as it would live.
+        deadline = self.start_s + self.engine.layout.input_start_s(turn.index + 1)
+        self.engine.clock.sleep_until(deadline)
+        out = self.engine.tick(deadline)[s.id]
+        return TurnReply(
+            out.audio, out.text, out.end_of_message, out.actions, out.step_ms, out.events
+        )
 
     def close(self) -> None:
-        self.engine.close(self.session)
+        self.engine.shutdown()

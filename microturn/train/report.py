@@ -1,0 +1,56 @@
+"""A training run at a glance: loss per head and the in-loop evaluation per scenario,
+from `log.jsonl`, as one PNG (`python -m microturn.train.report LOG PNG`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from microturn.train.evaluate import HEADLINE
+
+HEADS = ("model_action", "model_text", "model_audio")
+
+
+def plot_log(log: Path, png: Path) -> Path:
+    records = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+    steps = [r for r in records if "loss" in r]
+    evals = [r for r in records if "eval" in r]
+    if not steps:
+        raise ValueError(f"{log}: no training steps logged")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    x = [r["step"] for r in steps]
+    left.plot(x, [r["loss"] for r in steps], label="total (weighted)", color="black")
+    for head in HEADS:
+        left.plot(x, [r[head] for r in steps], label=head.removeprefix("model_"))
+    left.set_yscale("log")
+    left.set_xlabel("step")
+    left.set_title("training loss (onset-weighted)")
+    left.legend()
+    if evals:
+        ex = [r["step"] for r in evals]
+        for name, figure in HEADLINE.items():
+            ys = [figure(r["eval"][name]) for r in evals if name in r["eval"]]
+            if len(ys) == len(ex):
+                right.plot(ex, ys, marker="o", label=name)
+        right.plot(ex, [r["eval_score"] for r in evals], "k--", lw=2, label="mean (headline)")
+        right.set_ylim(-1.05, 1.05)
+        right.legend(fontsize=7)
+    right.set_xlabel("step")
+    right.set_title("free-running evaluation, text view (headline per scenario)")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python -m microturn.train.report LOG.jsonl OUT.png")
+    print(plot_log(Path(sys.argv[1]), Path(sys.argv[2])))
