@@ -4,6 +4,7 @@
 #   flite: a second synthesis engine with other voices, for data
 #   festival + festvox-kallpc16k + festvox-kdlpc16k: a third engine, held out of training
 #     (the unseen_engine split); each voice package is checked on its own
+#   chromium: the browser client's end-to-end tests (driven by Playwright, never downloaded)
 set -eu
 missing=""
 command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
@@ -11,6 +12,7 @@ command -v flite >/dev/null 2>&1 || missing="$missing flite"
 command -v festival >/dev/null 2>&1 || missing="$missing festival"
 [ -d /usr/share/festival/voices/english/kal_diphone ] || missing="$missing festvox-kallpc16k"
 [ -d /usr/share/festival/voices/english/ked_diphone ] || missing="$missing festvox-kdlpc16k"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 [ -z "$missing" ] && exit 0
 echo "installing Debian packages:$missing"
 SUDO=""
