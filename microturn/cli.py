@@ -133,6 +133,48 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="the model's sampling seed")
     demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     demo.set_defaults(run=_cmd_demo)
+
+    serve = sub.add_parser(
+        "serve", help="the live server: the browser page and WebSocket sessions (docs/protocol.md)"
+    )
+    serve.add_argument("--model", type=Path, help="checkpoint folder (default: the shipped one)")
+    serve.add_argument("--preset", help="serve a randomly initialised preset instead (e.g. tiny)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--token", help="required from clients (generated when --host is not loopback)"
+    )
+    serve.add_argument("--max-sessions", type=int, default=8, help="live sessions at once")
+    serve.add_argument("--idle-timeout-s", type=float, default=60.0)
+    serve.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    serve.add_argument("--seed", type=int, default=0)
+    from microturn.background.options import add_thinker_arguments
+
+    add_thinker_arguments(serve)
+    serve.set_defaults(run=_cmd_serve)
+
+    talk = sub.add_parser(
+        "talk", help="stream a recording to a live server in real time, write what it said"
+    )
+    talk.add_argument("--url", required=True, help="ws://HOST:PORT/ws")
+    talk.add_argument("--token", help="the server's token (or put ?token= in --url)")
+    talk.add_argument("--audio", type=Path, required=True, help="the user's audio (16 kHz mono)")
+    talk.add_argument("--video", type=Path, help="camera clip, sent as JPEG frames at 5 fps")
+    talk.add_argument(
+        "--text",
+        action="append",
+        default=[],
+        metavar="SECONDS:TEXT",
+        help='typed message at a time, e.g. "2.5:hello" (repeatable)',
+    )
+    talk.add_argument("--out", type=Path, required=True, help="folder: model.wav, timeline.json")
+    talk.add_argument("--tail-s", type=float, default=1.0, help="silence sent after the audio")
+    talk.add_argument("--loss", type=float, default=0.0, help="drop this fraction of chunks")
+    talk.add_argument("--jitter-ms", type=float, default=0.0, help="delay chunks up to this")
+    talk.add_argument("--seed", type=int, default=0, help="for --loss / --jitter-ms")
+    talk.add_argument("--resample", action="store_true")
+    talk.add_argument("--mixdown", action="store_true")
+    talk.set_defaults(run=_cmd_talk)
     return p
 
 
@@ -247,23 +289,29 @@ def _cmd_layout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_dir(args: argparse.Namespace) -> Path | None:
+    """--model, else the shipped checkpoint unless --preset asks for an untrained model."""
+    from microturn.model.checkpoint import DEFAULT_CHECKPOINT
+
+    if args.model is not None or args.preset is not None:
+        return args.model
+    if not (DEFAULT_CHECKPOINT / "config.json").is_file():
+        raise ValueError(
+            f"no trained model at {DEFAULT_CHECKPOINT}; pass --model DIR "
+            "(or --preset tiny for a randomly initialised model)"
+        )
+    return DEFAULT_CHECKPOINT
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from microturn.codecs.audio import read_wav, write_wav
     from microturn.codecs.video_io import read_image_folder, read_video
     from microturn.codecs.vision import VisionCodec
     from microturn.engine.engine import load_model
     from microturn.engine.runner import ModelSystem, Recording, run_recording
-    from microturn.model.checkpoint import DEFAULT_CHECKPOINT
     from microturn.stream.episode import TextEvent
 
-    model_dir = args.model
-    if model_dir is None and args.preset is None:
-        if not (DEFAULT_CHECKPOINT / "config.json").is_file():
-            raise ValueError(
-                f"no trained model at {DEFAULT_CHECKPOINT} yet; pass --model DIR, or "
-                "--preset tiny for a randomly initialised model"
-            )
-        model_dir = DEFAULT_CHECKPOINT
+    model_dir = _model_dir(args)
     model = load_model(str(model_dir) if model_dir else None, args.preset, seed=args.seed)
     layout = model.layout
     audio = read_wav(args.audio, resample=args.resample, mixdown=args.mixdown)
@@ -375,6 +423,100 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
     )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import secrets
+
+    import torch
+    from aiohttp import web
+
+    from microturn.background.options import thinker_from_args
+    from microturn.engine.engine import load_model
+    from microturn.server.app import create_app
+
+    model_dir = _model_dir(args)
+    if model_dir is not None and not (Path(model_dir) / "config.json").is_file():
+        raise ValueError(f"{model_dir}: not a checkpoint folder (no config.json)")
+    if args.max_sessions < 1:
+        raise ValueError("--max-sessions must be at least 1")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    model = load_model(str(model_dir) if model_dir else None, args.preset, seed=args.seed)
+    token = args.token
+    if token is None and not _is_loopback(args.host):
+        token = secrets.token_urlsafe(16)
+    app = create_app(
+        model,
+        token=token,
+        max_sessions=args.max_sessions,
+        idle_timeout_s=args.idle_timeout_s,
+        thinker=thinker_from_args(args),
+    )
+    query = f"?token={token}" if token else ""
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"microturn serve: {model_dir or args.preset}, up to {args.max_sessions} sessions")
+    print("warming up the model...", flush=True)
+
+    def listening(_banner: str) -> None:  # run_app calls this once the port is open
+        print(f"open http://{shown}:{args.port}/{query}")
+        print(f"WebSocket: ws://{shown}:{args.port}/ws{query}   (Ctrl-C stops)", flush=True)
+
+    web.run_app(app, host=args.host, port=args.port, print=listening)
+    return 0
+
+
+def _cmd_talk(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from microturn.codecs.audio import read_wav, write_wav
+    from microturn.codecs.video_io import read_video
+    from microturn.server.client import talk_sync
+    from microturn.stream.episode import TextEvent
+
+    audio = read_wav(args.audio, resample=args.resample, mixdown=args.mixdown)
+    video = read_video(args.video, fps=5.0, size=160) if args.video else None
+    events = [TextEvent(*_parse_text_event(spec)) for spec in args.text]
+    if not 0 <= args.loss < 1 or args.jitter_ms < 0:
+        raise ValueError("--loss must be in [0, 1) and --jitter-ms >= 0")
+    try:
+        result = talk_sync(
+            args.url,
+            audio,
+            token=args.token,
+            video=video,
+            text=events,
+            tail_s=args.tail_s,
+            loss=args.loss,
+            jitter_s=args.jitter_ms / 1000,
+            seed=args.seed,
+        )
+    except (OSError, aiohttp.ClientError, TimeoutError) as err:
+        print(f"error: {err or type(err).__name__}", file=sys.stderr)
+        return 3
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_wav(args.out / "model.wav", result.audio)
+    result.timeline.save(args.out / "timeline.json")
+    st = result.stats
+    said = [s for s in result.timeline.speech if s.end_s > s.start_s]
+    print(
+        f"session {result.ready.get('session')}: {st['turns']} micro-turns, "
+        f"{st['audio_chunks']} chunks sent ({st['lost_chunks']} lost on purpose), "
+        f"{len(said)} speech segments, {len(st['errors'])} errors; "
+        f"wrote {args.out}/model.wav and {args.out}/timeline.json"
+    )
+    return 0
 
 
 if __name__ == "__main__":
