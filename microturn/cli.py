@@ -98,6 +98,11 @@ def _build_parser() -> argparse.ArgumentParser:
     be.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     be.set_defaults(run=_cmd_bench_engine)
 
+    bs = bench.add_parser("server", help="concurrent loopback clients through the live server")
+    bs.add_argument("--model", type=Path, help="checkpoint folder (default: the shipped one)")
+    bs.add_argument("--seconds", type=float, default=10.0, help="per client and count")
+    bs.add_argument("--out", type=Path, default=Path("out/bench"))
+    bs.set_defaults(run=_cmd_bench_server)
     bi = bench.add_parser("interact", help="interactivity scenarios against a system")
     bi.add_argument("--system", default="default", help="default | cascade | checkpoint folder")
     bi.add_argument("--split", default="eval", choices=["eval", "unseen_engine", "train"])
@@ -367,6 +372,18 @@ def _cmd_bench_engine(args: argparse.Namespace) -> int:
     data = engine_bench.run(args.out, quick=args.quick, threads=args.threads)
     print((args.out / "engine.md").read_text())
     print(f"realtime_sessions: {data['realtime_sessions']}; wrote {args.out}/engine.json")
+    return 0
+
+
+def _cmd_bench_server(args: argparse.Namespace) -> int:
+    from microturn.bench import server_bench
+
+    data = server_bench.run(args.out, model_dir=args.model, seconds=args.seconds)
+    print((args.out / "server.md").read_text())
+    print(
+        f"realtime_clients (p99 lateness <= 100 ms): {data['realtime_clients']}; within one "
+        f"micro-turn: {data['clients_within_micro_turn']}; wrote {args.out}/server.json, .png"
+    )
     return 0
 
 
