@@ -27,7 +27,8 @@ from microturn.train.augment import augment_audio, mask_channels
 VIDEO_FIELDS = ("user_video", "user_video_present")
 # Episodes per scenario of the default model's data: weighted toward the scenarios with
 # quality bars; camera episodes cost ~4x the disk (about 25 KB / 90 KB / 57 KB per
-# speech / proactive-vision / counting episode), which a GPU machine's 64 MiB carry bounds.
+# speech / proactive-vision / counting episode with deflate, ~1.7x less with LZMA now),
+# which a GPU machine's 64 MiB carry bounds.
 DEFAULT_MIX = {
     "time_awareness": 450,
     "turn_taking": 300,
@@ -85,7 +86,13 @@ def save_shard(path: Path, episodes: list[MicroTurns], scenarios: list[str]) -> 
         if parts:
             arrays[f.name] = np.concatenate(parts)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    # An .npz that np.load reads, but LZMA-compressed: 1.7x smaller than savez_compressed
+    # (3.37 -> 1.99 MB for 100 mixed episodes), which is what bounds the data a GPU
+    # machine can be given (64 MiB); writing costs ~11 s per 100 episodes, reading 0.2 s.
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
     os.replace(tmp, path)
 
 
