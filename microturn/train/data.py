@@ -8,10 +8,11 @@ episodes that have a camera (most don't), which keeps shards small.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import zipfile
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,6 @@ from tqdm import tqdm
 from microturn.codecs.vision import VisionCodec
 from microturn.scenarios import get
 from microturn.scenarios.render import without_sensor_noise
-from microturn.stream.episode import Episode
 from microturn.stream.layout import Layout, MicroTurns, pack_episode
 from microturn.train.augment import augment_audio, mask_channels
 
@@ -48,22 +48,15 @@ def make_example(
     """One episode of `scenario`, augmented and packed for `layout`."""
     rng = np.random.default_rng([seed, 7])
     driver = "text" if rng.random() < TEXT_SHARE else "speech"
-    if augment:  # camera noise is added per batch instead (augment_batch)
-        with without_sensor_noise():
-            ep = get(scenario).generate(seed, split, driver)
-    else:
+    # with augmentation, camera noise is added per batch instead (augment_batch)
+    with without_sensor_noise() if augment else contextlib.nullcontext():
         ep = get(scenario).generate(seed, split, driver)
     if ep.user_video is not None and layout.video_size:
         ep.user_video = VisionCodec(layout.video_size).fit_track(ep.user_video)
     elif ep.user_video is not None:
         ep.user_video = None  # this layout has no camera: the scenario is then blind
     if augment:
-        ep = Episode(
-            **{
-                **{f.name: getattr(ep, f.name) for f in fields(Episode)},
-                "user_audio": augment_audio(ep.user_audio, rng),
-            }
-        )
+        ep = replace(ep, user_audio=augment_audio(ep.user_audio, rng))
     turns = pack_episode(ep, layout)
     if augment:
         mask_channels(turns, rng)

@@ -5,8 +5,10 @@ checkpoints and exact resume. CPU in float32; CUDA with bf16 autocast.
 
 Scale-out: under `torchrun --nproc_per_node N` every process trains a slice of each
 global batch with DistributedDataParallel (gloo on CPU, NCCL on CUDA); every process
-draws the same global batch from the same generator, so a resumed run continues exactly
-whatever the process count was; process 0 logs, evaluates and writes checkpoints.
+draws the same global batch from the same generator, so a resumed run continues the same
+data order whatever the process count was (per-batch augmentation continues exactly only
+for a single process: each process has its own generator, and only process 0's is saved);
+process 0 logs, evaluates and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class TrainConfig:
     device: str = "auto"
     log_every: int = 10
     save_every: int = 250
-    time_limit_s: float = 0.0  # stop (and save) after this much wall time; 0 = no limit
+    time_limit_s: float = 0.0  # stop (and save) after this much wall time (checked at log steps)
     onset_weight: float = 10.0  # extra weight of the text/action loss where speech starts
     eval_data: str = ""  # an evaluation set (train.evaluate); "" = no evaluation
     eval_every: int = 500
@@ -201,10 +203,13 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         opt.step()
         step += 1
         tokens += int(mask.sum()) * slots * world
-        rate = tokens / (time.perf_counter() - started)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{rate:,.0f}")
-        if lead and (step % cfg.log_every == 0 or step == cfg.steps):
+        # Reading a GPU value waits for the GPU, and a collective waits for every process:
+        # both only at log steps, not on every step.
+        check = step % cfg.log_every == 0 or step == cfg.steps
+        if lead and check:
+            rate = tokens / (time.perf_counter() - started)
+            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{rate:,.0f}")
             total = sum(cfg.loss_weights[k] * v for k, v in per_sample.items()).cpu()
             by_scenario: dict[str, list[float]] = {}
             for i, p in enumerate(picks):
@@ -222,10 +227,14 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
                 }
             )
             _append(out, log[-1])
-        elapsed = time.perf_counter() - started
-        out_of_time = _agree(bool(cfg.time_limit_s) and elapsed > cfg.time_limit_s, device)
+        out_of_time = False
+        if check and cfg.time_limit_s:
+            elapsed = time.perf_counter() - started
+            out_of_time = _agree(elapsed > cfg.time_limit_s, device)
         last = step == cfg.steps or out_of_time
-        if lead and eval_set is not None and (step % cfg.eval_every == 0 or last):
+        evaluating = eval_set is not None and (step % cfg.eval_every == 0 or last)
+        saving = step % cfg.save_every == 0 or last
+        if lead and evaluating:
             scores = evaluate(model, eval_set, seed=cfg.seed)
             score = headline(scores)
             _append(out, {"step": step, "eval": scores, "eval_score": score})
@@ -234,10 +243,10 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
                 best = {"step": step, "score": score}
                 save_pretrained(model, out / BEST_DIR)
                 _write_json(out / BEST_DIR / "eval.json", {**best, "scenarios": scores})
-        if lead and (step % cfg.save_every == 0 or last):
+        if lead and saving:
             save_checkpoint(model, opt, rng, aug, step, cfg, out, best)
-        if world > 1:
-            dist.barrier()
+        if world > 1 and (evaluating or saving):
+            dist.barrier()  # the others wait while process 0 evaluates or writes
         if out_of_time:
             break
     bar.close()
