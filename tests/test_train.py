@@ -22,6 +22,7 @@ from microturn.train.evaluate import write_eval_set
 from microturn.train.loop import (
     TRAINER_FILE,
     TrainConfig,
+    draw_batch,
     lr_at,
     onset_turns,
     train,
@@ -90,6 +91,41 @@ def test_training_reduces_loss_and_resumes_exactly(shards, tmp_path) -> None:
     lines = (tmp_path / "a" / "log.jsonl").read_text().splitlines()
     assert set(json.loads(lines[0])["by_scenario"]) <= {"time_awareness", "turn_taking"}
     assert (tmp_path / "a" / "model.safetensors").is_file()
+
+
+def test_batches_of_similar_length_cover_every_episode() -> None:
+    lengths = np.random.default_rng(0).integers(40, 150, size=200)
+    by_length = np.argsort(lengths, kind="stable")
+    rng = np.random.default_rng(1)
+    seen: set[int] = set()
+    real = padded = 0
+    for _ in range(400):
+        picks = draw_batch(rng, by_length, 8, 4)
+        seen.update(picks.tolist())
+        real += lengths[picks].sum()
+        padded += lengths[picks].max() * len(picks)
+    assert seen == set(range(200))  # the extremes of the length order are drawn too
+    assert real / padded > 0.85
+    uniform = [draw_batch(rng, by_length, 8, 0) for _ in range(400)]
+    assert np.mean([lengths[p].sum() / (lengths[p].max() * 8) for p in uniform]) < 0.75
+    assert len(draw_batch(rng, by_length[:3], 8, 4)) == 8  # fewer episodes than a batch
+
+
+def test_scenario_filter_and_fine_tuning_from_a_model(shards, tmp_path) -> None:
+    base = {"data": str(shards), "batch": 2, "log_every": 1, "device": "cpu"}
+    result = train(TrainConfig(out=str(tmp_path / "a"), steps=2, scenarios="turn_taking", **base))
+    assert {s for r in result["log"] for s in r["by_scenario"]} == {"turn_taking"}
+    with pytest.raises(ValueError, match="no episodes of counting"):
+        train(TrainConfig(out=str(tmp_path / "x"), steps=1, scenarios="counting", **base))
+    # --init starts from the trained weights, not from a fresh initialization
+    start = from_pretrained(tmp_path / "a")
+    fine = train(
+        TrainConfig(out=str(tmp_path / "b"), steps=1, lr=0.0, init=str(tmp_path / "a"), **base)
+    )
+    assert fine["steps"] == 1
+    tuned = from_pretrained(tmp_path / "b")
+    for name, p in start.state_dict().items():
+        assert torch.equal(p, tuned.state_dict()[name]), name  # lr 0: weights unchanged
 
 
 def test_no_shards_is_an_error(tmp_path) -> None:

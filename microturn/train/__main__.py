@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m microturn.train")
         "onset_weight",
         "eval_data",
         "eval_every",
+        "init",
+        "scenarios",
+        "length_window",
     ):
         value = getattr(defaults, name)
         p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)

@@ -61,6 +61,9 @@ class TrainConfig:
     eval_data: str = ""  # an evaluation set (train.evaluate); "" = no evaluation
     eval_every: int = 500
     augment: bool = True  # per-batch augmentation (level shift, camera noise)
+    init: str = ""  # start from this trained model's weights (fresh optimizer, schedule)
+    scenarios: str = ""  # comma-separated: train on these scenarios' episodes only; "" = all
+    length_window: int = 4  # batch from episodes this many batches wide in length order; 0 = any
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"model_action": 1.0, "model_text": 1.0, "model_audio": 1.0}
     )
@@ -69,6 +72,11 @@ class TrainConfig:
         for name in ("steps", "batch", "log_every", "save_every", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.length_window < 0:
+            raise ValueError(f"length_window must be >= 0, got {self.length_window}")
+
+    def scenario_names(self) -> set[str]:
+        return {s.strip() for s in self.scenarios.split(",") if s.strip()}
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -91,6 +99,21 @@ def pad_batch(episodes: list[MicroTurns], layout: Any) -> tuple[list[MicroTurns]
             e = MicroTurns.concat([e, MicroTurns.empty(layout, n - e.n_turns)])
         padded.append(e)
     return padded, mask
+
+
+def draw_batch(
+    rng: np.random.Generator, by_length: np.ndarray, size: int, window: int
+) -> np.ndarray:
+    """Indices of `size` episodes. window = 0: uniform. Otherwise `size` of a random run of
+    `window * size` neighbours in length order (`by_length` = argsort of the lengths):
+    batches pad to their longest episode, and similar lengths waste little compute on
+    padding (real turns per padded turn 0.64 -> 0.92 on the default mix). The order is
+    taken as a ring, so every episode is drawn equally often."""
+    n = len(by_length)
+    if not window:
+        return rng.integers(n, size=size)
+    span = min(n, window * size)
+    return by_length[(rng.integers(n) + rng.integers(span, size=size)) % n]
 
 
 def onset_turns(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -142,6 +165,11 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     if not shards:
         raise ValueError(f"no shards (shard-*.npz) in {cfg.data}")
     data = [x for p in shards for x in load_shard(p, model_cfg.layout)]
+    if cfg.scenario_names():
+        data = [x for x in data if x[0] in cfg.scenario_names()]
+        if not data:
+            raise ValueError(f"no episodes of {cfg.scenarios} in {cfg.data}")
+    by_length = np.argsort([turns.n_turns for _, turns in data], kind="stable")
     eval_set = load_eval_set(Path(cfg.eval_data), model_cfg.layout) if cfg.eval_data else None
     torch.manual_seed(cfg.seed)
     step, state, best = 0, None, None
@@ -149,6 +177,13 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         model = from_pretrained(out, device=device)
         state = torch.load(out / TRAINER_FILE, map_location="cpu", weights_only=False)
         step, best = state["step"], state.get("best")
+    elif cfg.init:
+        # Fine-tuning: the weights (and the model config they need) come from `init`;
+        # the optimizer, schedule and data order start fresh.
+        model = from_pretrained(Path(cfg.init), device=device)
+        if model.cfg.layout != model_cfg.layout:
+            raise ValueError(f"--init {cfg.init}: its layout differs from preset {cfg.preset!r}")
+        model_cfg = model.cfg
     else:
         with torch.device(device):
             model = InteractionModel(model_cfg)
@@ -184,7 +219,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not lead)
     tokens, started = 0, time.perf_counter()
     while step < cfg.steps:
-        picks = rng.integers(len(data), size=cfg.batch * world)[rank * cfg.batch :][: cfg.batch]
+        everyone = draw_batch(rng, by_length, cfg.batch * world, cfg.length_window)
+        picks = everyone[rank * cfg.batch :][: cfg.batch]
         episodes, mask = pad_batch([data[i][1] for i in picks], model_cfg.layout)
         batch = to_batch(episodes, device)
         if cfg.augment:
