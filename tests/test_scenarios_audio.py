@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from microturn.codecs.audio import SAMPLE_RATE
 from microturn.codecs.text import Special
 from microturn.scenarios import get
 from microturn.scenarios.base import EARLIEST_MODEL_S, TEXT_LAYOUT, arrival_s
@@ -369,3 +370,29 @@ def test_reference_through_asr_scores_like_the_text_track() -> None:
     s = get("time_awareness")
     heard = asr_timeline(_reference_timeline(ep), ep.reference.audio)
     assert s.score(ep, heard)["correct"]
+
+
+@pytest.mark.parametrize("split", ["train", "eval", "unseen_engine"])
+def test_a_mid_sentence_pause_is_one_rendering_with_silence_inserted(split: str) -> None:
+    """The first part keeps the unfinished sentence's sound: its audio is the start of the
+    whole sentence's rendering, and the user is silent for the whole pause."""
+    from microturn.voices import synthesize
+
+    for seed in range(6):
+        ep = _generate("turn_taking", seed, split)
+        pauses = [e for e in ep.events if e.kind == "pause_start"]
+        assert pauses
+        for p in pauses:
+            first = next(s for s in ep.user_speech if abs(s.end_s - p.time_s) < 1e-9)
+            second = next(s for s in ep.user_speech if abs(s.start_s - p.data["end_s"]) < 1e-9)
+            assert 0.4 - 0.05 <= second.start_s - first.end_s <= 1.5 + 1e-6
+            whole = synthesize(f"{first.text} {second.text}", ep.meta["user_voice"])
+            at = first.words[0].start_s - whole.words[0].start_s
+            a = round(at * SAMPLE_RATE)
+            head = round((first.end_s - at) * SAMPLE_RATE)
+            assert np.array_equal(ep.user_audio[a : a + head], whole.audio[:head])
+            gap = slice(
+                round((first.end_s + 0.05) * SAMPLE_RATE), round(second.start_s * SAMPLE_RATE)
+            )
+            quiet = ep.user_audio[gap][: -round(0.05 * SAMPLE_RATE)]
+            assert np.abs(quiet).max(initial=0) < 0.02

@@ -30,6 +30,7 @@ from microturn.stream.episode import (
 )
 from microturn.stream.layout import Layout
 from microturn.voices import Voice, synthesize
+from microturn.voices.base import word_text
 
 SPLITS = ("train", "eval", "unseen_engine")
 DRIVERS = ("speech", "text")  # how the user gives the request: spoken or typed
@@ -95,6 +96,47 @@ class EpisodeBuilder:
         self._user.append((round(at * SAMPLE_RATE), audio))
         self.user_speech.append(seg)
         return seg
+
+    def user_says_paused(
+        self, text: str, at: float, cut: int, pause_s: float
+    ) -> tuple[SpeechSegment, SpeechSegment] | None:
+        """The user speaks `text` from `at` s with `pause_s` of silence between word `cut`
+        - 1 and word `cut`. One rendering cut at the word boundary, so the first part keeps the
+        sentence's unfinished intonation, as a person pausing mid-sentence does (two
+        renderings would end the first part like a finished sentence). None when the
+        engine gave no word timings to cut at."""
+        speech = synthesize(text, self.user_voice)
+        tokens = text.split()
+        # The timed words are the tokens less any the engine gave no time (espeak-ng may
+        # fold a short word into its neighbour): match them up in order.
+        timed_index: dict[int, int] = {}
+        for i, token in enumerate(tokens):
+            j = len(timed_index)
+            if j < len(speech.words) and speech.words[j].text == word_text(token):
+                timed_index[i] = j
+        if cut not in timed_index or len(timed_index) != len(speech.words) or cut < 1:
+            return None
+        words, k = speech.words, timed_index[cut]
+        if k == 0:
+            return None
+        # Cut in the middle of the gap between the two words: neither loses a sound.
+        gap = words[k].start_s - words[k - 1].end_s
+        split = round((words[k - 1].end_s + gap / 2) * SAMPLE_RATE)
+        parts: list[SpeechSegment] = []
+        for chunk, shift, timed_span, token_span in (
+            (speech.audio[:split], at, slice(0, k), slice(0, cut)),
+            (speech.audio[split:], at + max(0.0, pause_s - gap), slice(k, None), slice(cut, None)),
+        ):
+            timed = tuple(
+                Word(w.text, shift + w.start_s, shift + w.end_s) for w in words[timed_span]
+            )
+            seg = SpeechSegment(
+                timed[0].start_s, timed[-1].end_s, " ".join(tokens[token_span]), timed
+            )
+            self._user.append((round(shift * SAMPLE_RATE) + (split if parts else 0), chunk))
+            self.user_speech.append(seg)
+            parts.append(seg)
+        return parts[0], parts[1]
 
     def user_types(self, text: str, at: float) -> TextEvent:
         event = TextEvent(at, text)

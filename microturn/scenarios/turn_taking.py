@@ -2,8 +2,10 @@
 pause, take the turn soon after the user has finished.
 
 An episode is 2-3 user turns, each a question or a statement that deserves a short reply;
-at least one turn is split between two words by a pause of 0.4-1.5 s (two `user_says`
-calls placed with the sentence's word timings, or two typed messages). The reference
+at least one turn is split between two words by a pause of 0.4-1.5 s: one rendering of
+the sentence cut at the word boundary, so the first part keeps its unfinished intonation
+as a person's does (two renderings would end it like a finished sentence), or two typed
+messages. The reference
 model stays silent in the pauses and replies 0.2-0.3 s after each turn ends.
 """
 
@@ -107,10 +109,16 @@ class TurnTaking(Scenario):
             return start, start, end
         words = text.split()
         cut = int(rng.integers(2, len(words) - 1))  # >= 2 words either side
-        first, second = " ".join(words[:cut]), " ".join(words[cut:])
-        start, pause_start = user_turn(b, first, at, driver)
         pause = float(rng.uniform(*PAUSE_S))
         if driver == "speech":
+            said = b.user_says_paused(text, at, cut, pause)
+            if said is not None:
+                first_part, last_part = said
+                b.event("pause_start", first_part.end_s, end_s=last_part.start_s)
+                return first_part.start_s, last_part.start_s, last_part.end_s
+        first, second = " ".join(words[:cut]), " ".join(words[cut:])
+        start, pause_start = user_turn(b, first, at, driver)
+        if driver == "speech":  # no word timings to cut at: two renderings
             # The second part starts `pause` after the first part's last word: synthesized
             # alone it leads with its own silence, which the word timing tells.
             second_at = pause_start + pause - lead_s(second, b.user_voice)
