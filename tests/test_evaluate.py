@@ -196,3 +196,16 @@ def test_headline() -> None:
     # talking all the time never pays: every pause taken cancels every turn taken
     assert headline({"turn_taking": {"turn_tor": 1.0, "pause_tor": 1.0}}) == 0.0
     assert headline({}) == 0.0
+
+
+def test_evaluate_command_scores_a_checkpoint(model, eval_dir, tmp_path, capsys) -> None:
+    from microturn.model import save_pretrained
+    from microturn.train.evaluate import main
+
+    save_pretrained(model, tmp_path / "m")
+    main([str(tmp_path / "m"), str(eval_dir), "--scenarios", "delegation", "--seeds", "0,7"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["seed"] for r in lines] == [0, 7]
+    assert all(set(r) == {"model", "seed", "headline", "delegation"} for r in lines)
+    with pytest.raises(SystemExit, match="no episodes of counting"):
+        main([str(tmp_path / "m"), str(eval_dir), "--scenarios", "counting"])

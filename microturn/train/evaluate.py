@@ -196,3 +196,38 @@ def headline(scores: dict[str, dict[str, float]]) -> float:
     """Mean headline figure over the evaluated scenarios: what picks the best checkpoint."""
     values = [HEADLINE[name](metrics) for name, metrics in scores.items()]
     return float(np.mean(values)) if values else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m microturn.train.evaluate MODEL SET`: a checkpoint's free-running scores
+    on a stored set, one JSON line per sampling seed. Minutes on a CPU, no vocoder or ASR:
+    what compares checkpoints between training runs (the benchmark is the final word)."""
+    import argparse
+
+    from microturn.model.checkpoint import from_pretrained
+
+    p = argparse.ArgumentParser(prog="python -m microturn.train.evaluate")
+    p.add_argument("model", type=Path, help="checkpoint folder")
+    p.add_argument("set", type=Path, help="evaluation set (microturn data writes DIR/eval)")
+    p.add_argument("--scenarios", default="", help="comma-separated subset (default: all)")
+    p.add_argument("--seeds", default="0", help="comma-separated sampling seeds")
+    args = p.parse_args(argv)
+    model = from_pretrained(args.model)
+    eval_set = load_eval_set(args.set, model.layout)
+    wanted = {s for s in args.scenarios.split(",") if s}
+    if wanted:
+        eval_set = [x for x in eval_set if x[0].scenario in wanted]
+        if not eval_set:
+            raise SystemExit(f"{args.set} holds no episodes of {args.scenarios}")
+    for seed in (int(s) for s in args.seeds.split(",")):
+        scores = evaluate(model, eval_set, seed=seed)
+        print(
+            json.dumps(
+                {"model": str(args.model), "seed": seed, "headline": headline(scores), **scores}
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
