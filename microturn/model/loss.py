@@ -21,17 +21,6 @@ def per_turn_losses(logits: Logits, batch: dict[str, Tensor]) -> dict[str, Tenso
     return losses
 
 
-def per_sample_losses(
-    logits: Logits, batch: dict[str, Tensor], turn_mask: Tensor | None = None
-) -> dict[str, Tensor]:
-    """Per output track and sequence [B], over the turns turn_mask [B, N] keeps."""
-    out = {}
-    for name, per in per_turn_losses(logits, batch).items():
-        m = per.new_ones(per.shape) if turn_mask is None else turn_mask.to(per.dtype)
-        out[name] = (per * m).sum(1) / m.sum(1).clamp(min=1)
-    return out
-
-
 def output_losses(
     logits: Logits, batch: dict[str, Tensor], turn_mask: Tensor | None = None
 ) -> dict[str, Tensor]:
