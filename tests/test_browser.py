@@ -254,3 +254,64 @@ def test_page_shows_token_refusal_then_connects_with_token(tmp_path):
         finally:
             ctx.close()
     assert problems == [], problems
+
+
+def test_player_falls_silent_when_stopped(tmp_path):
+    """What the page does on speech_stop (and on barge-in): `Player.stop()` silences audio
+    already scheduled. Measured at the player's output with an AnalyserNode in Chromium."""
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+    import functools
+    import http.server
+
+    from playwright.sync_api import sync_playwright
+
+    static = Path(__file__).resolve().parents[1] / "microturn" / "server" / "static"
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(static))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    problems: list[str] = []
+    try:
+        with sync_playwright() as p:
+            ctx = launch(p, tmp_path)
+            page = ctx.new_page()
+            watch(page, problems)
+            page.route("**/favicon.ico", lambda route: route.fulfill(status=204))
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/style.css")
+            levels = page.evaluate(
+                """async () => {
+                  const { Player } = await import("/player.js");
+                  const ctx = new AudioContext();
+                  await ctx.resume();
+                  const player = new Player(ctx);
+                  const meter = ctx.createAnalyser();
+                  meter.fftSize = 2048;
+                  player.out.connect(meter);
+                  const level = () => {
+                    const b = new Float32Array(meter.fftSize);
+                    meter.getFloatTimeDomainData(b);
+                    return Math.sqrt(b.reduce((s, x) => s + x * x, 0) / b.length);
+                  };
+                  const tone = new Int16Array(3200).map(
+                    (_, i) => Math.round(8000 * Math.sin((2 * Math.PI * 440 * i) / 16000)));
+                  for (let k = 0; k < 10; k++) player.play(tone); // 2 s queued
+                  const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+                  await wait(400);
+                  const before = { rms: level(), playing: player.playing };
+                  player.stop();
+                  await wait(200);
+                  return { before, after: { rms: level(), playing: player.playing } };
+                }"""
+            )
+            ctx.close()
+    finally:
+        server.shutdown()
+    assert not problems, problems
+    assert levels["before"]["playing"] and levels["before"]["rms"] > 0.05, levels
+    assert not levels["after"]["playing"] and levels["after"]["rms"] < 1e-3, levels
