@@ -418,3 +418,12 @@ def test_thinker_options(tmp_path, monkeypatch):
     t = thinker_from_args(args)
     assert isinstance(t, OpenAIThinker) and t.tools.facts.path == FACTS_PATH
     assert "sk-secret" not in repr(t) and args.thinker_timeout_s > 0
+
+
+def test_a_missing_fact_file_does_not_stop_other_tools(tmp_path):
+    t = BuiltinThinker(tmp_path / "gone.tsv", now=fixed_clock, timezone="Europe/Paris")
+    assert t.answer("what time is it in Tokyo") == "9:05 pm in Tokyo"
+    assert t.answer("2 + 3") == "5"
+    with pytest.raises(ThinkerError) as e:  # a fact question still says what is wrong
+        t.answer("capital of australia")
+    assert e.value.kind != "unsupported"

@@ -21,7 +21,6 @@ from microturn.background.tools import (
     Toolbox,
     calculate,
     convert_units,
-    fact_key,
     normalize_expression,
     parse_clock,
     parse_conversion,
@@ -65,11 +64,17 @@ class BuiltinThinker:
         conversion = parse_conversion(text)
         if conversion is not None:
             return convert_units(*conversion)
-        value = self.tools.facts.facts().get(fact_key(text))
+        fact_error = None
+        try:
+            value = self.tools.facts.get(text)
+        except ThinkerError as err:  # a missing or broken fact file must not stop the clock
+            value, fact_error = None, err
         if value is not None:
             return value
         clock = parse_clock(text)
         if clock is not None:
             what, place, days = clock
             return self.tools.clock(place, what, days)
+        if fact_error is not None:
+            raise fact_error
         raise ThinkerError("unsupported", detail=f"no built-in tool reads {text[:80]!r}")

@@ -472,11 +472,15 @@ class FactTable:
                 self._stamp = stamp
             return self._facts
 
+    def get(self, key: str) -> str | None:
+        """The value for `key`, None when the table has no such fact."""
+        return self.facts().get(fact_key(key))
+
     def lookup(self, key: str) -> str:
         """Tool: the value for `key` ("capital of australia" -> "Canberra")."""
-        k = fact_key(key)
-        value = self.facts().get(k)
+        value = self.get(key)
         if value is None:
+            k = fact_key(key)
             raise ThinkerError("not_found", f"I don't have the {k[:60]} in my facts.", k)
         return value
 
