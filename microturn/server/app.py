@@ -37,6 +37,7 @@ from microturn.codecs.audio import ACTIVITY_FRAME, SAMPLE_RATE, audible_frames
 from microturn.codecs.vision import VisionCodec
 from microturn.engine.clock import RealClock
 from microturn.engine.engine import Engine, TurnOutputs
+from microturn.engine.recorder import MERGE_GAP_S  # silence this long ends an utterance
 
 PROTOCOL_VERSION = 1
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -45,7 +46,6 @@ KIND_CAMERA = 0x02
 MAX_TEXT_CHARS = 1000
 MAX_IMAGE_PIXELS = 4096 * 4096  # a JPEG header asking for more is rejected before decoding
 AUDIO_BURST_S = 3  # audio a client may send ahead of real time (plus one largest message)
-SPEECH_GAP_S = 0.3  # the model's silence this long ends an utterance (the recorder's gap)
 
 # Close codes (docs/protocol.md).
 CLOSE_OK = 1000
@@ -403,7 +403,7 @@ class LiveServer:
                     ss.speaking = True
                     events.append({"type": "event", "kind": "speech_start", "time_s": round(t, 3)})
                 ss.last_voice_s = t + step
-            elif ss.speaking and t + step - ss.last_voice_s >= SPEECH_GAP_S:
+            elif ss.speaking and t + step - ss.last_voice_s >= MERGE_GAP_S:
                 ss.speaking = False
                 events.append(
                     {"type": "event", "kind": "speech_stop", "time_s": round(ss.last_voice_s, 3)}
