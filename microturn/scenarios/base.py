@@ -114,7 +114,7 @@ class EpisodeBuilder:
             j = len(timed_index)
             if j < len(speech.words) and speech.words[j].text == word_text(token):
                 timed_index[i] = j
-        if cut not in timed_index or len(timed_index) != len(speech.words) or cut < 1:
+        if cut not in timed_index or len(timed_index) != len(speech.words):
             return None
         words, k = speech.words, timed_index[cut]
         if k == 0:

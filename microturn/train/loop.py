@@ -165,8 +165,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     if not shards:
         raise ValueError(f"no shards (shard-*.npz) in {cfg.data}")
     data = [x for p in shards for x in load_shard(p, model_cfg.layout)]
-    if cfg.scenario_names():
-        data = [x for x in data if x[0] in cfg.scenario_names()]
+    wanted = cfg.scenario_names()
+    if wanted:
+        data = [x for x in data if x[0] in wanted]
         if not data:
             raise ValueError(f"no episodes of {cfg.scenarios} in {cfg.data}")
     by_length = np.argsort([turns.n_turns for _, turns in data], kind="stable")
