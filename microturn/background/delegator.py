@@ -50,7 +50,7 @@ class _Flight:
     started_s: float
     deadline_s: float
     cancel: threading.Event
-    thinker: Thinker | None = None
+    thinker: Thinker
 
 
 class Delegator:
@@ -218,7 +218,7 @@ class Delegator:
     # ---- inside ----------------------------------------------------------------------
     def _worker(self) -> None:
         while (flight := self._jobs.get()) is not None:
-            if flight.cancel.is_set() or flight.thinker is None:
+            if flight.cancel.is_set():
                 continue
             out = self._run(flight.thinker, flight)
             self._finished.put((flight.id, out, self.clock()))
