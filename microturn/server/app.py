@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -306,8 +306,6 @@ class ServerSession:
     ended: bool = False
     speaking: bool = False
     last_voice_s: float = 0.0  # end of the model's latest audible 10 ms frame
-    turns_sent: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 # ---- the server ------------------------------------------------------------------------
@@ -387,7 +385,6 @@ class LiveServer:
                         "data": _jsonable(e.data),
                     },
                 )
-            ss.turns_sent += 1
 
     def _speech_events(self, ss: ServerSession, out: TurnOutputs) -> list[dict]:
         """speech_start / speech_stop from the model's audio itself: an audible 10 ms
