@@ -121,6 +121,13 @@ def _build_parser() -> argparse.ArgumentParser:
     data.add_argument("--eval-per-scenario", type=int, default=6)
     data.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
     data.add_argument("--preset", default="tiny", help="model preset whose layout to pack for")
+    data.add_argument(
+        "--first-seed",
+        type=int,
+        default=None,
+        help="seed of the first episode (default 100000); another value makes new episodes "
+        "to add to an existing set",
+    )
     data.set_defaults(run=_cmd_data)
     sub.add_parser("train", help="train the model on shards (microturn train --help)")
 
@@ -412,6 +419,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise ValueError(f"--mix wants scenario=count,...; got {args.mix!r}") from err
     mix = {k: max(1, round(v * args.scale)) for k, v in mix.items()}
+    if args.first_seed is not None and args.first_seed < 0:
+        raise ValueError(f"--first-seed must be >= 0; got {args.first_seed}")
     layout = ModelConfig.preset(args.preset).layout
     paths = write_shards(
         args.out / "train",
@@ -420,7 +429,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         layout,
         per_shard=100,
         workers=args.workers or None,
-        first_seed=DEFAULT_FIRST_SEED,
+        first_seed=DEFAULT_FIRST_SEED if args.first_seed is None else args.first_seed,
     )
     write_eval_set(args.out / "eval", list(NAMES), args.eval_per_scenario, layout)
     print(f"wrote {len(paths)} shards ({sum(mix.values())} episodes) to {args.out}/train")

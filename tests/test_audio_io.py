@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from microturn.codecs.audio import read_wav, write_wav
+from microturn.codecs.audio import from_pcm16, read_wav, to_pcm16, wav_bytes, write_wav
 
 
 def test_wav_round_trip(tmp_path) -> None:
@@ -41,3 +41,17 @@ def test_empty_file_is_an_error(tmp_path) -> None:
     sf.write(tmp_path / "e.wav", np.zeros(0, np.float32), 16000)
     with pytest.raises(ValueError, match="empty"):
         read_wav(tmp_path / "e.wav")
+
+
+def test_pcm16_round_trip_clips_and_silences_nan(tmp_path) -> None:
+    x = np.array([0.0, 0.5, -0.5, 1.5, -1.5, np.nan], np.float32)
+    back = from_pcm16(to_pcm16(x))
+    assert back.dtype == np.float32 and back.shape == x.shape
+    np.testing.assert_allclose(back[:3], x[:3], atol=1 / 32767)
+    assert back[3] == pytest.approx(1.0, abs=1e-4) and back[4] == pytest.approx(-1.0, abs=1e-4)
+    assert back[5] == 0.0
+    path = tmp_path / "upload.wav"
+    path.write_bytes(wav_bytes(x[:3]))
+    audio, rate = sf.read(path, dtype="float32")
+    assert rate == 16_000
+    np.testing.assert_allclose(audio, x[:3], atol=1 / 32767)

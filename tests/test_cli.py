@@ -61,6 +61,7 @@ def test_layout_command(capsys) -> None:
 
 def test_data_command_rejects_a_bad_mix(tmp_path) -> None:
     assert main(["data", "--out", str(tmp_path), "--mix", "time_awareness:3"]) == 2
+    assert main(["data", "--out", str(tmp_path), "--first-seed", "-1"]) == 2
 
 
 def test_train_command_has_the_trainer_flags(capsys) -> None:

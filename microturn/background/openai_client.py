@@ -26,11 +26,8 @@ import logging
 import os
 import re
 import socket
-import struct
 import threading
 import time
-import wave
-import zlib
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,7 +36,7 @@ import numpy as np
 
 from microturn.background.context import ContextPackage, ThinkerError
 from microturn.background.tools import Toolbox
-from microturn.codecs.audio import SAMPLE_RATE
+from microturn.codecs.audio import wav_bytes
 
 log = logging.getLogger("microturn.background")
 
@@ -517,30 +514,9 @@ def _redact(url: str) -> str:
 
 
 def png_bytes(frame: np.ndarray) -> bytes:
-    """uint8 HxWx3 -> PNG (zlib; no imaging library needed for one camera frame)."""
-    h, w, _ = frame.shape
-    rows = np.concatenate([np.zeros((h, 1), np.uint8), frame.reshape(h, w * 3)], axis=1)
+    """uint8 HxWx3 camera frame -> PNG bytes (lossless: the thinker sees what the model saw)."""
+    from PIL import Image
 
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(tag + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-        + chunk(b"IEND", b"")
-    )
-
-
-def wav_bytes(pcm: np.ndarray) -> bytes:
-    """Float PCM at 16 kHz -> 16-bit WAV."""
-    data = (np.clip(pcm, -1.0, 1.0) * 32767).astype("<i2").tobytes()
     buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(data)
+    Image.fromarray(np.asarray(frame, np.uint8)).save(buf, "PNG")
     return buf.getvalue()

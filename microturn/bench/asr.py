@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from microturn.codecs.audio import SAMPLE_RATE, validate_pcm
+from microturn.codecs.audio import SAMPLE_RATE, to_pcm16, validate_pcm
 from microturn.stream.episode import SpeechSegment, Timeline, Word
 
 FRAME_S = 0.01
@@ -64,13 +64,9 @@ def _decoder() -> Any:
     return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", warp_params=str(VTLN_WARP))
 
 
-def _to_int16(pcm: np.ndarray) -> bytes:
-    return (np.clip(pcm, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-
-
 def _decode(pcm: np.ndarray) -> tuple[str, list[tuple[str, float, float]]]:
     """Text and (word, start, end) seconds within `pcm`."""
-    raw = _to_int16(pcm)
+    raw = to_pcm16(pcm)
     with _LOCK:
         dec = _decoder()
         dec.reinit_feat()  # noise and CMN estimates otherwise carry over between calls

@@ -97,6 +97,31 @@ def resample_pcm(pcm: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE) ->
     return soxr.resample(np.asarray(pcm, dtype=np.float32), from_rate, to_rate).astype(np.float32)
 
 
+def to_pcm16(pcm: np.ndarray) -> bytes:
+    """float [-1, 1] -> 16-bit little-endian PCM bytes (the wire format of the server,
+    the browser and pocketsphinx); NaN becomes silence, overs are clipped."""
+    x = np.clip(np.nan_to_num(np.asarray(pcm, np.float32)), -1.0, 1.0)
+    return np.round(x * 32767.0).astype("<i2").tobytes()
+
+
+def from_pcm16(data: bytes) -> np.ndarray:
+    """16-bit little-endian PCM bytes -> float32 in [-1, 1)."""
+    return np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+
+
+def wav_bytes(pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """Float mono audio as the bytes of a 16-bit PCM WAV file (for an HTTP upload)."""
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(
+        buf, np.clip(np.nan_to_num(pcm), -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV"
+    )
+    return buf.getvalue()
+
+
 def write_wav(path: str | Path, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Write float32 mono audio as 16-bit PCM WAV, creating parent folders."""
     import soundfile as sf

@@ -33,16 +33,20 @@ from typing import Any
 import numpy as np
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
-from microturn.codecs.audio import ACTIVITY_FRAME, SAMPLE_RATE, audible_frames
+from microturn.codecs.audio import (
+    ACTIVITY_FRAME,
+    SAMPLE_RATE,
+    audible_frames,
+    from_pcm16,
+    to_pcm16,
+)
 from microturn.codecs.vision import VisionCodec
 from microturn.engine.clock import RealClock
 from microturn.engine.engine import Engine, TurnOutputs
 from microturn.engine.recorder import MERGE_GAP_S  # silence this long ends an utterance
+from microturn.server.protocol import KIND_AUDIO, KIND_CAMERA, PROTOCOL_VERSION
 
-PROTOCOL_VERSION = 1
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-KIND_AUDIO = 0x01
-KIND_CAMERA = 0x02
 MAX_TEXT_CHARS = 1000
 MAX_IMAGE_PIXELS = 4096 * 4096  # a JPEG header asking for more is rejected before decoding
 AUDIO_BURST_S = 3  # audio a client may send ahead of real time (plus one largest message)
@@ -619,7 +623,7 @@ class LiveServer:
                 return
             if not conn.allow_audio(len(payload) // 2):
                 return
-            pcm = np.frombuffer(payload, "<i2").astype(np.float32) / 32768.0
+            pcm = from_pcm16(payload)
             sid = ss.id
             self.post(lambda: self._push(sid, lambda s: s.push_audio(pcm)))
         elif kind == KIND_CAMERA:
@@ -749,12 +753,6 @@ def _jsonable(data: Any) -> Any:
         return data
     except (TypeError, ValueError):
         return {k: str(v) for k, v in dict(data).items()} if isinstance(data, dict) else str(data)
-
-
-def to_pcm16(pcm: np.ndarray) -> bytes:
-    """float32 [-1, 1] -> PCM16 little-endian bytes."""
-    x = np.clip(np.nan_to_num(np.asarray(pcm, np.float32)), -1.0, 1.0)
-    return np.round(x * 32767.0).astype("<i2").tobytes()
 
 
 def decode_jpeg(data: bytes, vision: VisionCodec) -> np.ndarray:

@@ -22,13 +22,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import aiohttp
 import numpy as np
 
-from microturn.codecs.audio import SAMPLE_RATE
+from microturn.codecs.audio import SAMPLE_RATE, from_pcm16, to_pcm16
 from microturn.engine.engine import record_event
 from microturn.engine.recorder import TimelineRecorder
+from microturn.server.protocol import KIND_AUDIO, KIND_CAMERA, PROTOCOL_VERSION
 from microturn.stream.episode import ActionEvent, TextEvent, Timeline, TurnRecord, VideoTrack
-
-KIND_AUDIO = 0x01
-KIND_CAMERA = 0x02
 
 
 class ServerClosedError(ConnectionError):
@@ -62,11 +60,6 @@ def encode_jpeg(frame: np.ndarray, quality: int = 85) -> bytes:
     return buf.getvalue()
 
 
-def pcm16(pcm: np.ndarray) -> bytes:
-    x = np.clip(np.asarray(pcm, np.float32), -1.0, 1.0)
-    return np.round(x * 32767.0).astype("<i2").tobytes()
-
-
 async def talk(
     url: str,
     audio: np.ndarray,
@@ -89,7 +82,7 @@ async def talk(
     http = session or aiohttp.ClientSession()
     try:
         async with http.ws_connect(with_token(url, token), max_msg_size=0) as ws:
-            await ws.send_str(json.dumps({"type": "hello", "version": 1}))
+            await ws.send_str(json.dumps({"type": "hello", "version": PROTOCOL_VERSION}))
             ready = await _receive_ready(ws)
             spt = int(ready["samples_per_turn"])
             mt = ready["micro_turn_ms"] / 1000
@@ -146,7 +139,7 @@ def _plan(
         at = max(last, (t + 1) * mt + (rng.uniform(0, jitter_s) if jitter_s > 0 else 0.0))
         last = at
         lost = loss > 0 and rng.random() < loss
-        chunk = bytes([KIND_AUDIO]) + pcm16(padded[t * spt : (t + 1) * spt])
+        chunk = bytes([KIND_AUDIO]) + to_pcm16(padded[t * spt : (t + 1) * spt])
         plan.append((at, 0, "lost" if lost else "audio", chunk))
     if video is not None:
         for frame, at in zip(video.frames, video.times_s, strict=True):
@@ -197,7 +190,7 @@ async def _read(ws: aiohttp.ClientWebSocketResponse, st: _Collected) -> None:
             data = msg.data
             first = data[:1] == bytes([KIND_AUDIO]) and st.last_turn not in st.audio
             if first and st.last_turn >= 0:
-                pcm = np.frombuffer(data[1:], "<i2").astype(np.float32) / 32768.0
+                pcm = from_pcm16(data[1:])
                 st.audio[st.last_turn] = pcm
         elif msg.type == aiohttp.WSMsgType.TEXT:
             obj = json.loads(msg.data)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from microturn.codecs.audio import SAMPLE_RATE, resample_pcm
+from microturn.codecs.audio import SAMPLE_RATE, from_pcm16, resample_pcm
 from microturn.stream.episode import Word
 
 from .base import DEFAULT_RATE, MissingSynthesizerError, Voice, token_spans, word_text
@@ -261,7 +261,7 @@ def render(text: str, voice: Voice) -> tuple[np.ndarray, tuple[Word, ...]]:
         raise RuntimeError(f"espeak-ng failed to synthesise (error {err}) for {text!r}")
     if not pcm:
         raise ValueError(f"espeak-ng produced no audio for {text!r} (nothing speakable?)")
-    native = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+    native = from_pcm16(pcm)
     # Loud variants sit at full scale, and resampling can overshoot it slightly.
     audio = np.clip(resample_pcm(native, state.sample_rate), -1.0, 1.0)
     starts = _word_starts(text, events, state.sample_rate)
