@@ -303,16 +303,11 @@ def _cmd_layout(args: argparse.Namespace) -> int:
 
 def _model_dir(args: argparse.Namespace) -> Path | None:
     """--model, else the shipped checkpoint unless --preset asks for an untrained model."""
-    from microturn.model.checkpoint import DEFAULT_CHECKPOINT
+    from microturn.model.checkpoint import default_checkpoint
 
     if args.model is not None or args.preset is not None:
         return args.model
-    if not (DEFAULT_CHECKPOINT / "config.json").is_file():
-        raise ValueError(
-            f"no trained model at {DEFAULT_CHECKPOINT}; pass --model DIR "
-            "(or --preset tiny for a randomly initialised model)"
-        )
-    return DEFAULT_CHECKPOINT
+    return default_checkpoint()
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from microturn.codecs.audio import SAMPLE_RATE, audible_frames, write_wav
-from microturn.model.checkpoint import DEFAULT_CHECKPOINT
+from microturn.model.checkpoint import default_checkpoint
 from microturn.scenarios.base import EpisodeBuilder, rng_for, user_turn
 from microturn.scenarios.delegation import QUESTIONS
 from microturn.scenarios.scoring import number_words, says
@@ -316,15 +316,11 @@ def run_demo(
     say = emit or (lambda s: print(s, flush=True))
     script = script or SCRIPT
     if model_dir is None:
-        if not (DEFAULT_CHECKPOINT / "config.json").is_file():
-            print(
-                f"microturn demo: no trained model at {DEFAULT_CHECKPOINT} yet.\n"
-                "Train one (python -m microturn.train) or pass a checkpoint: --model DIR.\n"
-                "(The codec round trip is still there: microturn codec roundtrip IN.wav OUT.wav)",
-                file=sys.stderr,
-            )
+        try:
+            model_dir = default_checkpoint()
+        except ValueError as err:
+            print(f"microturn demo: {err}", file=sys.stderr)
             return 2
-        model_dir = DEFAULT_CHECKPOINT
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

@@ -72,11 +72,17 @@ def test_demo_writes_wavs_timeline_and_plot(tmp_path, untrained, monkeypatch, ca
 
 
 def test_demo_without_default_model_says_so(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(demo, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "default")
+    from microturn.model import checkpoint
+
+    monkeypatch.setattr(checkpoint, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "default")
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
     printed = capsys.readouterr().err
     assert "no trained model" in printed and "--model" in printed
     assert not (tmp_path / "demo").exists()
+    # every command that defaults to the shipped model says the same
+    out = str(tmp_path / "bench")
+    assert main(["bench", "interact", "--system", "default", "--episodes", "1", "--out", out]) == 2
+    assert "no trained model" in capsys.readouterr().err
 
 
 def _said() -> list[demo.Said]:

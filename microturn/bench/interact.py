@@ -19,7 +19,7 @@ from microturn.bench.asr import asr_timeline
 from microturn.bench.report import markdown_table
 from microturn.codecs.vision import VisionCodec
 from microturn.engine.runner import ModelSystem, Recording, System, run_recording
-from microturn.model.checkpoint import DEFAULT_CHECKPOINT
+from microturn.model.checkpoint import CONFIG_FILE, default_checkpoint
 from microturn.scenarios import NAMES, get
 from microturn.stream.episode import Episode, Timeline
 
@@ -33,10 +33,8 @@ def make_system(spec: str) -> System:
 
     if spec == "cascade":
         return CascadeSystem()
-    path = DEFAULT_CHECKPOINT if spec == "default" else Path(spec)
-    if not (path / "config.json").is_file():
-        if spec == "default":
-            raise ValueError(f"no shipped model at {path} yet (train one, or pass a folder)")
+    path = default_checkpoint() if spec == "default" else Path(spec)
+    if not (path / CONFIG_FILE).is_file():
         raise ValueError(f"{spec}: not a system name (default, cascade) or checkpoint folder")
     return ModelSystem(from_pretrained(path), name=spec)
 

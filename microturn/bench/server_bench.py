@@ -77,9 +77,9 @@ def measure(model: Any, n: int, audio: np.ndarray, *, loss: float = 0.0, jitter_
 
 def run(out: Path, *, model_dir: str | None = None, seconds: float = 10.0) -> dict[str, Any]:
     from microturn.engine.engine import load_model
-    from microturn.model.checkpoint import DEFAULT_CHECKPOINT
+    from microturn.model.checkpoint import default_checkpoint
 
-    model = load_model(str(model_dir or DEFAULT_CHECKPOINT), None)
+    model = load_model(str(model_dir or default_checkpoint()), None)
     audio = _user_audio(seconds)
     rows = []
     for n in tqdm(COUNTS, desc="clients", unit="count"):

@@ -24,6 +24,16 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
+def default_checkpoint() -> Path:
+    """The shipped model's folder, or a clear error where a checkout lacks it."""
+    if not (DEFAULT_CHECKPOINT / CONFIG_FILE).is_file():
+        raise ValueError(
+            f"no trained model at {DEFAULT_CHECKPOINT}: train one (microturn train) "
+            "or pass a checkpoint folder (--model DIR)"
+        )
+    return DEFAULT_CHECKPOINT
+
+
 def save_pretrained(
     model: InteractionModel, directory: str | Path, *, dtype: torch.dtype | None = None
 ) -> Path:

@@ -789,44 +789,30 @@ LIVE = web.AppKey("microturn_live", LiveServer)
 def create_app(
     model_or_factory: Any,
     *,
-    token: str | None = None,
-    max_sessions: int = 8,
-    max_message_bytes: int = 262_144,
-    idle_timeout_s: float = 60.0,
-    resume_window_s: float = 30.0,
-    text_per_s: float = 20.0,
-    client_queue: int = 64,
-    send_buffer_bytes: int = 65_536,
     thinker: Any = None,
+    **settings: Any,
 ) -> web.Application:
     """The aiohttp application. `model_or_factory`: an InteractionModel (an Engine is made
     on a RealClock with `max_sessions` rows and `thinker`), or a callable
-    `factory(clock=..., max_sessions=...) -> Engine` (it must use the given clock)."""
-    cfg = ServerConfig(
-        token=token,
-        max_sessions=max_sessions,
-        max_message_bytes=max_message_bytes,
-        idle_timeout_s=idle_timeout_s,
-        resume_window_s=resume_window_s,
-        text_per_s=text_per_s,
-        client_queue=client_queue,
-        send_buffer_bytes=send_buffer_bytes,
-    )
-    if max_sessions < 1:
+    `factory(clock=..., max_sessions=...) -> Engine` (it must use the given clock).
+    `settings`: ServerConfig fields (token, max_sessions, limits); the rest keep their
+    defaults."""
+    cfg = ServerConfig(**settings)
+    if cfg.max_sessions < 1:
         raise ValueError("max_sessions must be at least 1")
     clock = RealClock()
     if hasattr(model_or_factory, "layout") and hasattr(model_or_factory, "new_state"):
         engine = Engine(
             model_or_factory,
-            max_sessions=max_sessions,
+            max_sessions=cfg.max_sessions,
             clock=clock,
             idle_timeout_s=math.inf,  # the server closes idle clients itself
             thinker=thinker,
         )
     else:
-        engine = model_or_factory(clock=clock, max_sessions=max_sessions)
+        engine = model_or_factory(clock=clock, max_sessions=cfg.max_sessions)
     live = LiveServer(engine, cfg)
-    app = web.Application(client_max_size=max_message_bytes)
+    app = web.Application(client_max_size=cfg.max_message_bytes)
     app[LIVE] = live
     app.router.add_get("/", live.index)
     app.router.add_get("/ws", live.websocket)
