@@ -133,6 +133,21 @@ def test_no_shards_is_an_error(tmp_path) -> None:
         train(TrainConfig(data=str(tmp_path), out=str(tmp_path / "o"), steps=1))
 
 
+def test_training_on_the_union_of_several_shard_folders(tmp_path) -> None:
+    write_shards(tmp_path / "a", ["turn_taking"], 1, TINY, workers=1)
+    write_shards(tmp_path / "b", ["time_awareness"], 1, TINY, workers=1, first_seed=7)
+    both = f"{tmp_path / 'a'},{tmp_path / 'b'}"
+    cfg = {"batch": 6, "log_every": 1, "device": "cpu", "length_window": 0, "steps": 1}
+    result = train(TrainConfig(data=both, out=str(tmp_path / "o"), **cfg))
+    assert set(result["log"][0]["by_scenario"]) == {"turn_taking", "time_awareness"}
+    with pytest.raises(ValueError, match=r"no shards .* in .*missing"):
+        train(
+            TrainConfig(
+                data=f"{tmp_path / 'a'},{tmp_path / 'missing'}", out=str(tmp_path / "x"), **cfg
+            )
+        )
+
+
 # ---- onset weighting ---------------------------------------------------------------
 
 PAD, EOM, DELEGATE = int(Special.PAD), int(Special.EOM), int(Special.DELEGATE)

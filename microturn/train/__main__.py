@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m microturn.train")
         description="Train the interaction model on prepared shards (microturn data). "
         "Under torchrun --nproc_per_node N, N processes train with DDP.",
     )
-    p.add_argument("data")
+    p.add_argument("data", help="shard folder (microturn data); several: A,B")
     p.add_argument("out")
     defaults = TrainConfig(data="", out="")
     for name in (

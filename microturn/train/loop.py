@@ -42,7 +42,7 @@ BEST_DIR = "best"
 
 @dataclass
 class TrainConfig:
-    data: str
+    data: str  # a shard folder, or several separated by commas (their union)
     out: str
     preset: str = "tiny"
     steps: int = 1000
@@ -161,9 +161,12 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         raise ValueError(f"--resume: {out} holds no {TRAINER_FILE}; nothing to resume")
     out.mkdir(parents=True, exist_ok=True)
     model_cfg = ModelConfig.preset(cfg.preset)
-    shards = sorted(Path(cfg.data).glob("shard-*.npz"))
-    if not shards:
-        raise ValueError(f"no shards (shard-*.npz) in {cfg.data}")
+    shards = []
+    for folder in cfg.data.split(","):
+        found = sorted(Path(folder).glob("shard-*.npz"))
+        if not found:
+            raise ValueError(f"no shards (shard-*.npz) in {folder}")
+        shards += found
     data = [x for p in shards for x in load_shard(p, model_cfg.layout)]
     wanted = cfg.scenario_names()
     if wanted:
