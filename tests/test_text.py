@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from microturn.codecs.text import VOCAB_SIZE, ByteTokenizer, Special
+from microturn.codecs.text import VOCAB_SIZE, ByteTokenizer, MessageReader, Special
 
 tok = ByteTokenizer()
 
@@ -17,14 +17,15 @@ def test_specials_are_outside_bytes_and_skipped_by_decode() -> None:
     assert tok.decode(ids) == "hi!"
 
 
-def test_split_messages() -> None:
-    ids = [
-        *tok.encode("one", eom=True),
-        Special.PAD,
-        *tok.encode("two", eom=True),
-        *tok.encode("th"),
-    ]
-    assert tok.split_messages(ids) == ["one", "two", "th"]
+def test_message_reader_assembles_messages_across_micro_turns() -> None:
+    reader = MessageReader(max_bytes=4)
+    assert reader.feed([*tok.encode("on"), Special.PAD], 0) == []
+    assert reader.feed([*tok.encode("e", eom=True), Special.EOM], 1) == [(0, "one")]
+    assert reader.unfinished() is None  # a lone EOM closes nothing
+    assert reader.feed([*tok.encode("twelve"), Special.PAD], 2) == []
+    assert reader.unfinished() == (2, "twel")  # never closed: stops growing at max_bytes
+    assert reader.feed([Special.EOM, *tok.encode("th")], 3) == [(2, "twel")]
+    assert reader.unfinished() == (3, "th")
 
 
 def test_broken_utf8_never_raises() -> None:

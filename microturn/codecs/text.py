@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
@@ -53,17 +54,43 @@ class ByteTokenizer:
         ids = validate_ids(ids)
         return bytes(int(i) for i in ids if i < N_BYTES).decode("utf-8", errors="replace")
 
-    def split_messages(self, ids: Iterable[int]) -> list[str]:
-        """Byte ids with EOM separators -> messages (the tail without EOM is the last one)."""
-        messages: list[list[int]] = [[]]
-        for i in validate_ids(ids):
-            if i == self.eom_id:
-                messages.append([])
+
+class MessageReader:
+    """A text track, read as it is written: bytes gather into a message that EOM closes.
+
+    One reader for every place that turns text tokens back into messages (the engine's
+    live transcript, unpacking a recorded episode), so they cannot disagree. A message
+    starts at the time of its first byte; an EOM with no byte before it closes nothing;
+    a message never closed stops growing at `max_bytes`.
+    """
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self._bytes = bytearray()
+        self._start: Any = None
+
+    def feed(self, ids: Iterable[int], at: Any) -> list[tuple[Any, str]]:
+        """Tokens written at `at` -> the (start, text) of each message they finish."""
+        done = []
+        for i in ids:
+            i = int(i)
+            if i == Special.EOM:
+                if self._start is not None:
+                    done.append((self._start, self._text()))
+                self._bytes, self._start = bytearray(), None
             elif i < N_BYTES:
-                messages[-1].append(int(i))
-        if not messages[-1]:
-            messages.pop()
-        return [bytes(m).decode("utf-8", errors="replace") for m in messages]
+                if self._start is None:
+                    self._start = at
+                if self.max_bytes is None or len(self._bytes) < self.max_bytes:
+                    self._bytes.append(i)
+        return done
+
+    def unfinished(self) -> tuple[Any, str] | None:
+        """The message being written (no EOM yet), if any."""
+        return None if self._start is None else (self._start, self._text())
+
+    def _text(self) -> str:
+        return self._bytes.decode("utf-8", errors="replace")
 
 
 def validate_ids(ids: Iterable[int] | np.ndarray) -> Sequence[int]:

@@ -45,7 +45,7 @@ from microturn.background.context import (
 from microturn.background.delegator import Delegator, Thinker
 from microturn.codecs import dmel
 from microturn.codecs.audio import SAMPLE_RATE, validate_pcm
-from microturn.codecs.text import N_BYTES, ByteTokenizer, Special
+from microturn.codecs.text import ByteTokenizer, MessageReader
 from microturn.engine.clock import Clock, SimulatedClock
 from microturn.engine.recorder import TimelineRecorder, read_turn
 from microturn.engine.vocoder import StreamingVocoder, decode_many
@@ -130,8 +130,7 @@ class Session:
         # in flight, results not yet said, and this micro-turn's records.
         self.transcript: deque[TranscriptLine] = deque(maxlen=TRANSCRIPT_LINES)
         self.delegations: set[str] = set()
-        self._message = bytearray()
-        self._message_start: float | None = None
+        self._message = MessageReader(MAX_MESSAGE_BYTES)
         self._waiting: deque[ActionEvent] = deque(maxlen=WAITING_ACTIONS)
         self._unspoken: deque[DelegationResult] = deque(maxlen=UNSPOKEN_KEPT)
         self._events: list[ActionEvent] = []
@@ -228,17 +227,8 @@ class Session:
         for a in actions:
             if a.kind == "delegate":
                 self._waiting.append(a)
-        for tok in text_tokens:
-            if tok == Special.EOM:
-                if self._message_start is not None:
-                    text = self._message.decode("utf-8", errors="replace")
-                    self._finish_message(self._message_start, text)
-                self._message, self._message_start = bytearray(), None
-            elif tok < N_BYTES:
-                if self._message_start is None:
-                    self._message_start = at_s
-                if len(self._message) < MAX_MESSAGE_BYTES:
-                    self._message.append(tok)
+        for start_s, text in self._message.feed(text_tokens, at_s):
+            self._finish_message(start_s, text)
 
     def _finish_message(self, start_s: float, text: str) -> None:
         if self._waiting and start_s >= self._waiting[0].time_s - 1e-9:

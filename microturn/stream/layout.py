@@ -31,7 +31,14 @@ import numpy as np
 
 from microturn.codecs import dmel
 from microturn.codecs.audio import ACTIVITY_FRAME, SAMPLE_RATE, audible_frames
-from microturn.codecs.text import ACTION_NAMES, ACTIONS, VOCAB_SIZE, ByteTokenizer, Special
+from microturn.codecs.text import (
+    ACTION_NAMES,
+    ACTIONS,
+    VOCAB_SIZE,
+    ByteTokenizer,
+    MessageReader,
+    Special,
+)
 from microturn.codecs.vision import PATCH, VisionCodec
 from microturn.stream.episode import ActionEvent, Episode, TextEvent
 
@@ -669,23 +676,11 @@ def unpack(turns: MicroTurns, layout: Layout) -> Unpacked:
 
 
 def _read_messages(tokens: np.ndarray, turn_time: Any) -> list[TextEvent]:
-    tok = ByteTokenizer()
-    events: list[TextEvent] = []
-    current: list[int] = []
-    start = 0
-    for t in range(tokens.shape[0]):
-        for i in tokens[t]:
-            i = int(i)
-            if i == Special.EOM:
-                events.append(TextEvent(turn_time(start), tok.decode(current)))
-                current = []
-            elif i < 256:
-                if not current:
-                    start = t
-                current.append(i)
-    if current:
-        events.append(TextEvent(turn_time(start), tok.decode(current)))
-    return events
+    reader = MessageReader()
+    messages = [m for t in range(tokens.shape[0]) for m in reader.feed(tokens[t], t)]
+    if (tail := reader.unfinished()) is not None:
+        messages.append(tail)
+    return [TextEvent(turn_time(start), text) for start, text in messages]
 
 
 def _pad_to(pcm: np.ndarray, n: int) -> np.ndarray:
