@@ -167,6 +167,27 @@ def test_sampled_outputs_are_in_range() -> None:
     assert not set(r.model_text.flatten().tolist()) & {257, 259}  # never MISSING or an action
 
 
+def test_start_bias_moves_only_the_decision_to_start_a_message() -> None:
+    """A random model starts messages at once (PAD is 1 of 258 text ids); a start bias
+    of -20 keeps it silent between messages but never cuts a message it is writing."""
+    model = make_model()
+    b = to_batch(random_turns(TINY.layout, 2, 0))
+    inputs0, teacher = split(b, 0)
+    inputs1 = split(b, 1)[0]
+    pad, eom = 256, 258
+
+    def next_text(previous: list[int], bias: float) -> list[int]:
+        state = model.new_state(1, seeds=[3])
+        model.step(state, inputs0, teacher={**teacher, "model_text": torch.tensor([[previous]])})
+        out = model.step(state, inputs1, sampling=SamplingConfig(start_bias=bias))
+        return out.model_text[0].tolist()
+
+    assert next_text([pad] * 4, 0.0)[0] != pad  # no bias: speaks at once
+    assert next_text([pad] * 4, -20.0) == [pad] * 4  # between messages: silent
+    assert next_text([65, 66, eom, pad], -20.0) == [pad] * 4  # a closed message is between
+    assert next_text([pad, 65, 66, 67], -20.0)[0] != pad  # mid-message: keeps writing
+
+
 def test_losses_and_expert_load() -> None:
     model = make_model()
     model.train()

@@ -31,6 +31,11 @@ class SamplingConfig:
     text: HeadSampling = field(default_factory=lambda: HeadSampling(0.7, top_k=20))
     action: HeadSampling = field(default_factory=lambda: HeadSampling(0.0))
     audio: HeadSampling = field(default_factory=lambda: HeadSampling(0.6, top_p=0.9))
+    # Log-odds added to starting a message while the text track is between messages
+    # (PAD made that much less likely there; mid-message text is untouched): > 0 takes
+    # the floor sooner, < 0 waits longer. When to speak is the one decision a loss weight
+    # sets at training time (the onset weight); this sets it per deployment instead.
+    start_bias: float = 0.0
 
     def for_track(self, track: Track) -> HeadSampling:
         return {
@@ -79,6 +84,22 @@ def sample(logits: Tensor, cfg: HeadSampling, generators: list[torch.Generator])
         noise[b] = torch.rand(x.shape[1:], generator=gen, device=x.device, dtype=x.dtype)
     gumbel = -torch.log(-torch.log(noise.clamp(1e-10, 1 - 1e-7)))
     return (x + gumbel).argmax(-1)
+
+
+def bias_start(logits: Tensor, between: Tensor, bias: float) -> Tensor:
+    """Text logits [B, C] with `bias` taken from PAD in the rows whose stream is between
+    messages (`between` [B] bool)."""
+    if not bias:
+        return logits
+    shift = torch.zeros_like(logits)
+    shift[:, Special.PAD] = -bias * between.to(logits.dtype)
+    return logits + shift
+
+
+def next_between(between: Tensor, written: Tensor) -> Tensor:
+    """After a text id per stream: a byte opens (or continues) a message, EOM closes it,
+    PAD changes nothing (the packer never puts PAD inside a message)."""
+    return torch.where(written < N_BYTES, False, torch.where(written == Special.EOM, True, between))
 
 
 def sample_slot(

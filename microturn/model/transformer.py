@@ -483,7 +483,12 @@ class InteractionModel(nn.Module):
         inputs: input tracks [B, 1, ...]; teacher: output tracks [B, 1, ...].
         """
         from microturn.model.batch import validate_batch
-        from microturn.model.sampling import SamplingConfig, sample_slot
+        from microturn.model.sampling import (
+            SamplingConfig,
+            bias_start,
+            next_between,
+            sample_slot,
+        )
 
         lay = self.layout
         b = state.batch_size
@@ -508,12 +513,18 @@ class InteractionModel(nn.Module):
         values: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
         logits: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
         written = context.new_zeros(b, 0, context.shape[-1])
+        between = _between_messages(pending[Track.MODEL_TEXT.value][:, 0])
         for t, i in lay.output_slots():
             logit = self.depth.head(t, self.depth.hidden(context, written)[:, -1])
             if teacher is not None:
                 value = teacher[t.value][:, 0, i]
+            elif t is Track.MODEL_TEXT:
+                biased = bias_start(logit, between, sampling.start_bias)
+                value = sample_slot(t, biased, sampling, state.generators)
             else:
                 value = sample_slot(t, logit, sampling, state.generators)
+            if t is Track.MODEL_TEXT:
+                between = next_between(between, value)
             logits[t].append(logit)
             values[t].append(value)
             emb = self.embed.track(t, value[:, None, None])[:, 0]
@@ -558,6 +569,16 @@ class InteractionModel(nn.Module):
 
 
 TRACK_ORDER_ALL = INPUT_TRACKS + OUTPUT_TRACKS
+
+
+def _between_messages(text: Tensor) -> Tensor:
+    """Previous micro-turn's text slots [B, slots] -> [B] bool: no message open after them."""
+    from microturn.model.sampling import next_between
+
+    between = torch.ones(text.shape[0], dtype=torch.bool, device=text.device)
+    for j in range(text.shape[1]):
+        between = next_between(between, text[:, j])
+    return between
 
 
 def blank_outputs(layout: Layout, device: torch.device) -> dict[str, Tensor]:

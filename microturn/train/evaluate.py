@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("set", type=Path, help="evaluation set (microturn data writes DIR/eval)")
     p.add_argument("--scenarios", default="", help="comma-separated subset (default: all)")
     p.add_argument("--seeds", default="0", help="comma-separated sampling seeds")
+    p.add_argument(
+        "--start-bias", type=float, default=0.0, help="SamplingConfig.start_bias (log-odds)"
+    )
     args = p.parse_args(argv)
     model = from_pretrained(args.model)
     eval_set = load_eval_set(args.set, model.layout)
@@ -220,12 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         if not eval_set:
             raise SystemExit(f"{args.set} holds no episodes of {args.scenarios}")
     for seed in (int(s) for s in args.seeds.split(",")):
-        scores = evaluate(model, eval_set, seed=seed)
-        print(
-            json.dumps(
-                {"model": str(args.model), "seed": seed, "headline": headline(scores), **scores}
-            )
-        )
+        sampling = SamplingConfig(start_bias=args.start_bias)
+        scores = evaluate(model, eval_set, seed=seed, sampling=sampling)
+        row = {"model": str(args.model), "seed": seed, "start_bias": args.start_bias}
+        print(json.dumps({**row, "headline": headline(scores), **scores}))
     return 0
 
 
