@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from microturn.bench.report import machine, markdown_table, write_report
+from microturn.codecs.audio import SAMPLE_RATE
 
 LATENESS_BUDGET_MS = 100.0
 MICRO_TURN_MS = 200.0  # a looser figure: p99 ready within one micro-turn of being due
@@ -33,7 +34,7 @@ def _user_audio(seconds: float) -> np.ndarray:
     from microturn.scenarios import get
 
     ep = get("turn_taking").generate(0, "eval", "speech")
-    n = int(seconds * 16000)
+    n = int(seconds * SAMPLE_RATE)
     return np.resize(ep.user_audio, n).astype(np.float32)  # repeated if shorter
 
 
