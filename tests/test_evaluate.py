@@ -203,9 +203,15 @@ def test_evaluate_command_scores_a_checkpoint(model, eval_dir, tmp_path, capsys)
     from microturn.train.evaluate import main
 
     save_pretrained(model, tmp_path / "m")
-    main([str(tmp_path / "m"), str(eval_dir), "--scenarios", "delegation", "--seeds", "0,7"])
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    args = [str(tmp_path / "m"), str(eval_dir), "--scenarios", "delegation", "--seeds", "0,7"]
+    main([*args, "--show"])
+    printed = capsys.readouterr()
+    lines = [json.loads(line) for line in printed.out.splitlines()]
     assert [r["seed"] for r in lines] == [0, 7]
-    assert all(set(r) == {"model", "seed", "headline", "delegation"} for r in lines)
+    keys = {"model", "seed", "start_bias", "headline", "delegation"}
+    assert all(set(r) == keys for r in lines)
+    shown = [line for line in printed.err.splitlines() if line.startswith("# delegation-")]
+    n = sum(ep.scenario == "delegation" for ep, _ in load_eval_set(eval_dir, model.layout))
+    assert n and len(shown) == 2 * n  # one line per episode and seed
     with pytest.raises(SystemExit, match="no episodes of counting"):
         main([str(tmp_path / "m"), str(eval_dir), "--scenarios", "counting"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -154,6 +155,36 @@ def timeline_of(turns: MicroTurns, layout: Layout, episode_id: str | None = None
     return rec.timeline()
 
 
+def timelines(
+    model: InteractionModel,
+    eval_set: list[tuple[Episode, MicroTurns]],
+    *,
+    seed: int = 0,
+    sampling: SamplingConfig | None = None,
+) -> list[Timeline]:
+    """What the model did in each episode of the set, free-running (text view)."""
+    written = free_run(
+        model,
+        [turns for _, turns in eval_set],
+        seeds=[seed + i for i in range(len(eval_set))],
+        sampling=sampling,
+    )
+    return [
+        timeline_of(turns, model.layout, ep.id)
+        for (ep, _), turns in zip(eval_set, written, strict=True)
+    ]
+
+
+def score(
+    eval_set: list[tuple[Episode, MicroTurns]], runs: list[Timeline]
+) -> dict[str, dict[str, float]]:
+    """Each scenario's aggregate metrics over the set's timelines."""
+    results: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (ep, _), timeline in zip(eval_set, runs, strict=True):
+        results[ep.scenario].append(get(ep.scenario).score(ep, timeline))
+    return {name: get(name).aggregate(rows) for name, rows in results.items()}
+
+
 def evaluate(
     model: InteractionModel,
     eval_set: list[tuple[Episode, MicroTurns]],
@@ -162,17 +193,7 @@ def evaluate(
     sampling: SamplingConfig | None = None,
 ) -> dict[str, dict[str, float]]:
     """Scenario metrics (text view) of the model free-running on the set."""
-    written = free_run(
-        model,
-        [turns for _, turns in eval_set],
-        seeds=[seed + i for i in range(len(eval_set))],
-        sampling=sampling,
-    )
-    results: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for (ep, _), turns in zip(eval_set, written, strict=True):
-        scenario = get(ep.scenario)
-        results[ep.scenario].append(scenario.score(ep, timeline_of(turns, model.layout, ep.id)))
-    return {name: get(name).aggregate(rows) for name, rows in results.items()}
+    return score(eval_set, timelines(model, eval_set, seed=seed, sampling=sampling))
 
 
 def _get(scores: dict[str, float], key: str) -> float:
@@ -214,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--start-bias", type=float, default=0.0, help="SamplingConfig.start_bias (log-odds)"
     )
+    p.add_argument("--show", action="store_true", help="also print what the model said")
     args = p.parse_args(argv)
     model = from_pretrained(args.model)
     eval_set = load_eval_set(args.set, model.layout)
@@ -224,7 +246,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{args.set} holds no episodes of {args.scenarios}")
     for seed in (int(s) for s in args.seeds.split(",")):
         sampling = SamplingConfig(start_bias=args.start_bias)
-        scores = evaluate(model, eval_set, seed=seed, sampling=sampling)
+        runs = timelines(model, eval_set, seed=seed, sampling=sampling)
+        if args.show:
+            for (ep, _), run in zip(eval_set, runs, strict=True):
+                said = [f"{s.start_s:.1f} s {s.text!r}" for s in run.speech if s.text]
+                print(f"# {ep.id}: " + "; ".join(said), file=sys.stderr)
+        scores = score(eval_set, runs)
         row = {"model": str(args.model), "seed": seed, "start_bias": args.start_bias}
         print(json.dumps({**row, "headline": headline(scores), **scores}))
     return 0
