@@ -109,6 +109,12 @@ def _build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--episodes", type=int, default=20, help="episodes per scenario")
     bi.add_argument("--scenarios", help="comma-separated subset (default: all)")
     bi.add_argument("--seed", type=int, default=0)
+    bi.add_argument(
+        "--start-bias",
+        type=float,
+        default=0.0,
+        help="a model's log-odds of starting a message (SamplingConfig.start_bias)",
+    )
     bi.add_argument("--out", type=Path, default=Path("out/interact"))
     bi.set_defaults(run=_cmd_bench_interact)
 
@@ -394,7 +400,13 @@ def _cmd_bench_interact(args: argparse.Namespace) -> int:
 
     names = [n.strip() for n in args.scenarios.split(",")] if args.scenarios else None
     data = interact.run(
-        args.system, args.split, args.out, episodes=args.episodes, scenarios=names, seed=args.seed
+        args.system,
+        args.split,
+        args.out,
+        episodes=args.episodes,
+        scenarios=names,
+        seed=args.seed,
+        start_bias=args.start_bias,
     )
     print(interact.report_table(data))
     print(f"wrote {args.out}/interact.json, interact.md, episodes.json and timeline plots")

@@ -72,10 +72,14 @@ def test_harness_runs_every_scenario_with_the_cascade(tmp_path) -> None:
 def test_harness_runs_a_checkpoint_folder(tmp_path) -> None:
     torch.manual_seed(0)
     save_pretrained(InteractionModel(ModelConfig.preset("tiny")), tmp_path / "ckpt")
-    data = interact.run(
-        str(tmp_path / "ckpt"), "eval", tmp_path / "out", episodes=1, scenarios=["turn_taking"]
-    )
+    ckpt, one = str(tmp_path / "ckpt"), {"episodes": 1, "scenarios": ["turn_taking"]}
+    data = interact.run(ckpt, "eval", tmp_path / "out", **one)
     assert "turn_taking" in data["scenarios"]
+    # the start bias reaches the model's sampler (its effect: test_model.py) and the report
+    quiet = interact.run(ckpt, "eval", tmp_path / "quiet", start_bias=-30.0, **one)
+    assert quiet["start_bias"] == -30.0
+    assert interact.make_system(ckpt, -30.0).sampling.start_bias == -30.0
+    assert "start bias -30" in (tmp_path / "quiet" / "interact.md").read_text()
 
 
 def test_harness_bad_names(tmp_path) -> None:
@@ -83,6 +87,8 @@ def test_harness_bad_names(tmp_path) -> None:
         interact.run("cascade", "eval", tmp_path, scenarios=["juggling"])
     with pytest.raises(ValueError, match="not a system name"):
         interact.run(str(tmp_path / "nothing"), "eval", tmp_path)
+    with pytest.raises(ValueError, match="not the cascade"):
+        interact.run("cascade", "eval", tmp_path, start_bias=1.0)
 
 
 def test_model_system_runs_an_episode() -> None:

@@ -26,17 +26,22 @@ from microturn.stream.episode import Episode, Timeline
 PLOTS_PER_SCENARIO = 2
 
 
-def make_system(spec: str) -> System:
-    """'default' (the shipped model), 'cascade', or a checkpoint folder."""
+def make_system(spec: str, start_bias: float = 0.0) -> System:
+    """'default' (the shipped model), 'cascade', or a checkpoint folder; a model samples
+    with `start_bias` (SamplingConfig: log-odds of starting a message)."""
     from microturn.bench.cascade import CascadeSystem
     from microturn.model import from_pretrained
+    from microturn.model.sampling import SamplingConfig
 
     if spec == "cascade":
+        if start_bias:
+            raise ValueError("--start-bias applies to a model, not the cascade")
         return CascadeSystem()
     path = default_checkpoint() if spec == "default" else Path(spec)
     if not (path / CONFIG_FILE).is_file():
         raise ValueError(f"{spec}: not a system name (default, cascade) or checkpoint folder")
-    return ModelSystem(from_pretrained(path), name=spec)
+    sampling = SamplingConfig(start_bias=start_bias)
+    return ModelSystem(from_pretrained(path), name=spec, sampling=sampling)
 
 
 def recording_for(episode: Episode, system: System) -> Recording:
@@ -60,11 +65,12 @@ def run(
     episodes: int = 20,
     scenarios: list[str] | None = None,
     seed: int = 0,
+    start_bias: float = 0.0,
 ) -> dict[str, Any]:
     names = scenarios or list(NAMES)
     for name in names:
         get(name)  # unknown names fail before any work
-    system = make_system(system_spec)
+    system = make_system(system_spec, start_bias)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {"text": {}, "asr": {}}
     per_episode: dict[str, list[dict[str, Any]]] = {}
@@ -101,6 +107,7 @@ def run(
         "system": system.name,
         "split": split,
         "episodes_per_scenario": episodes,
+        "start_bias": start_bias,
         "scenarios": results["asr"],  # what was heard: the honest figure
         "scenarios_text": results["text"],  # what the text track says was said
     }
@@ -130,7 +137,9 @@ def report_table(data: dict[str, Any]) -> str:
             )
     head = (
         f"system `{data['system']}`, split `{data['split']}`, "
-        f"{data['episodes_per_scenario']} episodes per scenario\n\n"
+        f"{data['episodes_per_scenario']} episodes per scenario"
+        + (f", start bias {data['start_bias']:+g}" if data.get("start_bias") else "")
+        + "\n\n"
     )
     return head + markdown_table(rows, ["scenario", "metric", "heard (ASR)", "text track"]) + "\n"
 
