@@ -313,7 +313,10 @@ def _model_dir(args: argparse.Namespace) -> Path | None:
 
     if args.model is not None or args.preset is not None:
         return args.model
-    return default_checkpoint()
+    try:
+        return default_checkpoint()
+    except ValueError as err:
+        raise ValueError(f"{err} (or --preset tiny for a randomly initialised model)") from err
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

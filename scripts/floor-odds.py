@@ -4,9 +4,11 @@ the one decision the turn-taking bars measure, without sampling.
 For each mid-sentence pause: the probability that the model starts a message at some
 micro-turn of the pause, given that it stayed silent before (1 - product of P(PAD) at
 the first text slot). For each turn end: the same over [end - 0.2 s, end + 0.4 s) (the
-latency bar), stopping at the reference reply's first micro-turn. Printed: the mean of
-each and, for a few thresholds, the share of pauses and turn ends whose odds pass it (a
-free-running model sits near one such point; SamplingConfig.start_bias moves along it).
+latency bar), stopping at the reference reply's first micro-turn. P(PAD) is the text
+head's softmax at temperature 1 over all ids, not the sampler's (temperature 0.7, top-k,
+allowed ids): a model's ranking of pauses against turn ends, not its sampled rates.
+Printed: the mean of each and, for a few thresholds, the share of pauses and turn ends
+whose odds pass it (a free-running model sits near one such point; start_bias moves it).
 
 Usage: python scripts/floor-odds.py MODEL SET[,SET...]   (sets: microturn data's DIR/eval)
 """

@@ -187,6 +187,35 @@ def test_start_bias_moves_only_the_decision_to_start_a_message() -> None:
     assert next_text([65, 66, eom, pad], -20.0) == [pad] * 4  # a closed message is between
     assert next_text([pad, 65, 66, 67], -20.0)[0] != pad  # mid-message: keeps writing
 
+    # per stream in one batch: the one mid-message writes on, the other stays silent
+    state = model.new_state(2, seeds=[3, 4])
+    both = {k: v.expand(2, *v.shape[1:]) for k, v in inputs0.items()}
+    written = torch.tensor([[[pad, 65, 66, 67]], [[65, eom, pad, pad]]])
+    model.step(
+        state,
+        both,
+        teacher={
+            **{k: v.expand(2, *v.shape[1:]) for k, v in teacher.items()},
+            "model_text": written,
+        },
+    )
+    out = model.step(
+        state,
+        {k: v.expand(2, *v.shape[1:]) for k, v in inputs1.items()},
+        sampling=SamplingConfig(start_bias=-20.0),
+    )
+    assert out.model_text[0, 0] != pad and out.model_text[1].tolist() == [pad] * 4
+    # a reused row starts between messages, whatever its last stream was writing
+    state.reset_rows([0])
+    out = model.step(
+        state,
+        {k: v.expand(2, *v.shape[1:]) for k, v in inputs0.items()},
+        sampling=SamplingConfig(start_bias=-20.0),
+    )
+    assert out.model_text[0].tolist() == [pad] * 4
+    with pytest.raises(ValueError, match="finite"):
+        SamplingConfig(start_bias=float("inf"))
+
 
 def test_losses_and_expert_load() -> None:
     model = make_model()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -31,11 +32,18 @@ class SamplingConfig:
     text: HeadSampling = field(default_factory=lambda: HeadSampling(0.7, top_k=20))
     action: HeadSampling = field(default_factory=lambda: HeadSampling(0.0))
     audio: HeadSampling = field(default_factory=lambda: HeadSampling(0.6, top_p=0.9))
-    # Log-odds added to starting a message while the text track is between messages
-    # (PAD made that much less likely there; mid-message text is untouched): > 0 takes
-    # the floor sooner, < 0 waits longer. When to speak is the one decision a loss weight
-    # sets at training time (the onset weight); this sets it per deployment instead.
+    # Log-odds (after the text temperature) added to starting a message while the text
+    # track is between messages (PAD made that much less likely there; mid-message text
+    # is untouched): > 0 takes the floor sooner, < 0 waits longer. When to speak is the
+    # one decision a loss weight sets at training time (the onset weight); this sets it
+    # per deployment instead. "Between" is read from the previous micro-turn's text: a
+    # sampled micro-turn of only PAD inside a message (never in training data) counts
+    # as between.
     start_bias: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.start_bias):
+            raise ValueError("start_bias must be finite")
 
     def for_track(self, track: Track) -> HeadSampling:
         return {
@@ -88,11 +96,11 @@ def sample(logits: Tensor, cfg: HeadSampling, generators: list[torch.Generator])
 
 def bias_start(logits: Tensor, between: Tensor, bias: float) -> Tensor:
     """Text logits [B, C] with `bias` taken from PAD in the rows whose stream is between
-    messages (`between` [B] bool)."""
+    messages (`between` [B] bool). The caller scales `bias` by the head's temperature."""
     if not bias:
         return logits
     shift = torch.zeros_like(logits)
-    shift[:, Special.PAD] = -bias * between.to(logits.dtype)
+    shift[:, Special.PAD] = torch.where(between, -bias, 0.0)
     return logits + shift
 
 

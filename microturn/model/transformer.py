@@ -513,18 +513,22 @@ class InteractionModel(nn.Module):
         values: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
         logits: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
         written = context.new_zeros(b, 0, context.shape[-1])
-        between = _between_messages(pending[Track.MODEL_TEXT.value][:, 0])
+        # The start bias, in logits: log-odds after the text temperature (greedy: as is).
+        bias = sampling.start_bias * (sampling.text.temperature or 1.0)
+        if bias and teacher is None:
+            # A stream's first micro-turn is between messages, whatever a reused row's
+            # pending outputs still hold.
+            fresh = state.current_turns() == 0
+            between = _between_messages(pending[Track.MODEL_TEXT.value][:, 0]) | fresh
         for t, i in lay.output_slots():
             logit = self.depth.head(t, self.depth.hidden(context, written)[:, -1])
             if teacher is not None:
                 value = teacher[t.value][:, 0, i]
-            elif t is Track.MODEL_TEXT:
-                biased = bias_start(logit, between, sampling.start_bias)
-                value = sample_slot(t, biased, sampling, state.generators)
+            elif t is Track.MODEL_TEXT and bias:
+                value = sample_slot(t, bias_start(logit, between, bias), sampling, state.generators)
+                between = next_between(between, value)
             else:
                 value = sample_slot(t, logit, sampling, state.generators)
-            if t is Track.MODEL_TEXT:
-                between = next_between(between, value)
             logits[t].append(logit)
             values[t].append(value)
             emb = self.embed.track(t, value[:, None, None])[:, 0]
