@@ -130,6 +130,10 @@ def test_timeline_of_reads_speech_text_and_actions() -> None:
         (pytest.approx(3.8), pytest.approx(3.8), "ok"),
     ]
     assert [(a.time_s, a.kind) for a in tl.actions] == [(pytest.approx(2.6), "delegate")]
+    # a message that ends and one that starts in the same micro-turn stay two
+    turns.model_text[18] = [ord("o"), ord("k"), int(Special.EOM), ord("y")]
+    said = [s.text for s in timeline_of(turns, TINY).speech]
+    assert said[-2:] == ["ok", "y"]
     # silence only: nothing said, nothing done
     quiet = timeline_of(MicroTurns.empty(TINY, 10), TINY)
     assert quiet.speech == [] and quiet.actions == []

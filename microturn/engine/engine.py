@@ -451,7 +451,7 @@ class Engine:
         s.metrics.step_ms.append(step_ms)
         s.metrics.lateness_ms.append(lateness_ms)
         s.recorder.add_audio(pcm)
-        s.recorder.add_text(lay.output_start_s(s.turn), text, eom)
+        s.recorder.add_tokens(lay.output_start_s(s.turn), text_tokens)
         for a in actions:
             s.recorder.add_action(a)
         s._follow(text_tokens, actions, play_at)  # may start delegations (never waits)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from microturn.codecs.audio import ACTIVITY_FRAME, SAMPLE_RATE, audible_frames
-from microturn.codecs.text import ACTION_NAMES, N_BYTES, Special
+from microturn.codecs.text import ACTION_NAMES, N_BYTES, MessageReader, Special
 from microturn.stream.episode import ActionEvent, SpeechSegment, Timeline, TurnRecord
 
 FRAME = ACTIVITY_FRAME  # 10 ms energy frames
@@ -33,6 +33,7 @@ class TimelineRecorder:
     _audio: list[np.ndarray] = field(default_factory=list)
     _messages: list[tuple[float, str]] = field(default_factory=list)  # (time, text)
     _partial: tuple[float, str] | None = None
+    _reader: MessageReader = field(default_factory=MessageReader)  # for add_tokens
     actions: list[ActionEvent] = field(default_factory=list)
     turns: list[TurnRecord] = field(default_factory=list)
     audio_start_s: float = 0.0  # when the first recorded audio sample is played
@@ -66,6 +67,12 @@ class TimelineRecorder:
             self._messages.append(self._partial)
             self._partial = None
 
+    def add_tokens(self, time_s: float, ids: list[int]) -> None:
+        """A model's text-track ids written at `time_s` (one micro-turn): unlike
+        `add_text`, a message that ends and one that starts in the same micro-turn stay
+        two messages."""
+        self._messages.extend(self._reader.feed(ids, time_s))
+
     def add_action(self, action: ActionEvent) -> None:
         self.actions.append(action)
 
@@ -90,8 +97,9 @@ class TimelineRecorder:
 
     def timeline(self) -> Timeline:
         messages = list(self._messages)
-        if self._partial is not None:
-            messages.append(self._partial)
+        for unfinished in (self._partial, self._reader.unfinished()):
+            if unfinished is not None:
+                messages.append(unfinished)
         spans = self.speech_spans()
         texts: list[list[str]] = [[] for _ in spans]
         speech: list[SpeechSegment] = []

@@ -146,10 +146,9 @@ def timeline_of(turns: MicroTurns, layout: Layout, episode_id: str | None = None
     ten_ms = round(frames.shape[0] * 12.5 / 10)
     rec.add_activity(speaking[(np.arange(ten_ms) * DMEL_FRAMES_PER_10MS).astype(int)])
     for t in range(turns.n_turns):
-        text, eom, actions = read_turn(
-            turns.model_text[t].tolist(), turns.model_action[t].tolist(), layout.output_start_s(t)
-        )
-        rec.add_text(layout.output_start_s(t), text, eom)
+        at, text_ids = layout.output_start_s(t), turns.model_text[t].tolist()
+        _, _, actions = read_turn(text_ids, turns.model_action[t].tolist(), at)
+        rec.add_tokens(at, text_ids)
         for a in actions:
             rec.add_action(a)
     return rec.timeline()
