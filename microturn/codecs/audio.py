@@ -115,10 +115,9 @@ def wav_bytes(pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
 
     import soundfile as sf
 
+    samples = np.frombuffer(to_pcm16(pcm), "<i2")  # the one float -> int16 conversion
     buf = io.BytesIO()
-    sf.write(
-        buf, np.clip(np.nan_to_num(pcm), -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV"
-    )
+    sf.write(buf, samples, sample_rate, subtype="PCM_16", format="WAV")
     return buf.getvalue()
 
 

@@ -58,9 +58,8 @@ class ByteTokenizer:
 class MessageReader:
     """A text track, read as it is written: bytes gather into a message that EOM closes.
 
-    Shared by the engine's live transcript, its Timeline recorder (`add_tokens`) and
-    episode unpacking. A message
-    starts at the time of its first byte; an EOM with no byte before it closes nothing;
+    Shared by the engine's live transcript, the Timeline recorder and episode unpacking.
+    A message starts at the time of its first byte; an EOM with no byte before it closes nothing;
     a message never closed stops growing at `max_bytes`.
     """
 

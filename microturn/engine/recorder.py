@@ -32,8 +32,7 @@ class TimelineRecorder:
     _active: list[bool] = field(default_factory=list)  # per 10 ms frame of played audio
     _audio: list[np.ndarray] = field(default_factory=list)
     _messages: list[tuple[float, str]] = field(default_factory=list)  # (time, text)
-    _partial: tuple[float, str] | None = None
-    _reader: MessageReader = field(default_factory=MessageReader)  # for add_tokens
+    _reader: MessageReader = field(default_factory=MessageReader)  # the text track so far
     actions: list[ActionEvent] = field(default_factory=list)
     turns: list[TurnRecord] = field(default_factory=list)
     audio_start_s: float = 0.0  # when the first recorded audio sample is played
@@ -57,20 +56,14 @@ class TimelineRecorder:
         self._active.extend(np.asarray(active, bool).tolist())
 
     def add_text(self, time_s: float, text: str, end_of_message: bool) -> None:
-        """Text written at `time_s`; `end_of_message` closes the current utterance."""
-        if text:
-            if self._partial is None:
-                self._partial = (time_s, text)
-            else:
-                self._partial = (self._partial[0], self._partial[1] + text)
-        if end_of_message and self._partial is not None:
-            self._messages.append(self._partial)
-            self._partial = None
+        """Text written at `time_s`; `end_of_message` closes the current utterance (a
+        system that reports decoded text per micro-turn: the cascade, a remote client)."""
+        ids = list(text.encode("utf-8")) + ([int(Special.EOM)] if end_of_message else [])
+        self.add_tokens(time_s, ids)
 
     def add_tokens(self, time_s: float, ids: list[int]) -> None:
-        """A model's text-track ids written at `time_s` (one micro-turn): unlike
-        `add_text`, a message that ends and one that starts in the same micro-turn stay
-        two messages."""
+        """A model's text-track ids written at `time_s` (one micro-turn): a message that
+        ends and one that starts in the same micro-turn stay two messages."""
         self._messages.extend(self._reader.feed(ids, time_s))
 
     def add_action(self, action: ActionEvent) -> None:
@@ -97,9 +90,8 @@ class TimelineRecorder:
 
     def timeline(self) -> Timeline:
         messages = list(self._messages)
-        for unfinished in (self._partial, self._reader.unfinished()):
-            if unfinished is not None:
-                messages.append(unfinished)
+        if (unfinished := self._reader.unfinished()) is not None:
+            messages.append(unfinished)
         spans = self.speech_spans()
         texts: list[list[str]] = [[] for _ in spans]
         speech: list[SpeechSegment] = []

@@ -97,8 +97,6 @@ def sample(logits: Tensor, cfg: HeadSampling, generators: list[torch.Generator])
 def bias_start(logits: Tensor, between: Tensor, bias: float) -> Tensor:
     """Text logits [B, C] with `bias` taken from PAD in the rows whose stream is between
     messages (`between` [B] bool). The caller scales `bias` by the head's temperature."""
-    if not bias:
-        return logits
     shift = torch.zeros_like(logits)
     shift[:, Special.PAD] = torch.where(between, -bias, 0.0)
     return logits + shift
@@ -108,6 +106,14 @@ def next_between(between: Tensor, written: Tensor) -> Tensor:
     """After a text id per stream: a byte opens (or continues) a message, EOM closes it,
     PAD changes nothing (the packer never puts PAD inside a message)."""
     return torch.where(written < N_BYTES, False, torch.where(written == Special.EOM, True, between))
+
+
+def between_after(text: Tensor) -> Tensor:
+    """A micro-turn's text slots [B, slots] -> [B] bool: no message open after them."""
+    between = torch.ones(text.shape[0], dtype=torch.bool, device=text.device)
+    for j in range(text.shape[1]):
+        between = next_between(between, text[:, j])
+    return between
 
 
 def sample_slot(

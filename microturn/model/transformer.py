@@ -485,6 +485,7 @@ class InteractionModel(nn.Module):
         from microturn.model.batch import validate_batch
         from microturn.model.sampling import (
             SamplingConfig,
+            between_after,
             bias_start,
             next_between,
             sample_slot,
@@ -519,7 +520,7 @@ class InteractionModel(nn.Module):
             # A stream's first micro-turn is between messages, whatever a reused row's
             # pending outputs still hold.
             fresh = state.current_turns() == 0
-            between = _between_messages(pending[Track.MODEL_TEXT.value][:, 0]) | fresh
+            between = between_after(pending[Track.MODEL_TEXT.value][:, 0]) | fresh
         for t, i in lay.output_slots():
             logit = self.depth.head(t, self.depth.hidden(context, written)[:, -1])
             if teacher is not None:
@@ -573,16 +574,6 @@ class InteractionModel(nn.Module):
 
 
 TRACK_ORDER_ALL = INPUT_TRACKS + OUTPUT_TRACKS
-
-
-def _between_messages(text: Tensor) -> Tensor:
-    """Previous micro-turn's text slots [B, slots] -> [B] bool: no message open after them."""
-    from microturn.model.sampling import next_between
-
-    between = torch.ones(text.shape[0], dtype=torch.bool, device=text.device)
-    for j in range(text.shape[1]):
-        between = next_between(between, text[:, j])
-    return between
 
 
 def blank_outputs(layout: Layout, device: torch.device) -> dict[str, Tensor]:

@@ -243,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         eval_set = [x for x in eval_set if x[0].scenario in wanted]
         if not eval_set:
             raise SystemExit(f"{args.set} holds no episodes of {args.scenarios}")
+    sampling = SamplingConfig(start_bias=args.start_bias)
     for seed in (int(s) for s in args.seeds.split(",")):
-        sampling = SamplingConfig(start_bias=args.start_bias)
         runs = timelines(model, eval_set, seed=seed, sampling=sampling)
         if args.show:
             for (ep, _), run in zip(eval_set, runs, strict=True):
