@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -15,6 +16,7 @@ from microturn.model import (
     to_batch,
 )
 from microturn.model.loss import per_turn_losses
+from microturn.model.sampling import between_before, next_between
 from microturn.stream.layout import Layout
 from microturn.train.augment import augment_audio, augment_batch
 from microturn.train.data import load_shard, make_example, save_shard, write_shards
@@ -255,6 +257,65 @@ def test_weighted_losses_pull_text_and_actions_toward_onsets() -> None:
         row = per[1, :5]
         weights = torch.tensor([1 + w, 1, 1, 1, 1])
         torch.testing.assert_close(per_sample[k][1], (row * weights).sum() / weights.sum())
+
+
+def test_between_before_follows_the_sampling_rule_slot_by_slot() -> None:
+    g = torch.Generator().manual_seed(3)
+    # mostly PAD, some bytes and EOMs, and a non-byte special that changes nothing
+    choices = torch.tensor([PAD] * 6 + [ord("a"), ord("b"), EOM, DELEGATE])
+    text = choices[torch.randint(0, len(choices), (5, 7, 4), generator=g)]
+    got = between_before(text)
+    flat = text.reshape(5, -1)
+    state = torch.ones(5, dtype=torch.bool)
+    want = []
+    for k in range(flat.shape[1]):
+        want.append(state.clone())
+        state = next_between(state, flat[:, k])
+    assert got.tolist() == torch.stack(want, 1).view(5, 7, 4).tolist()
+    # by hand: "hi" over turns 1-2 ends with EOM mid-turn 2; the slot after is a decision
+    row = _outputs([[], [ord("h")], [ord("i"), EOM], []], [[]] * 4)["model_text"]
+    assert between_before(row)[0].tolist() == [
+        [True] * 4,
+        [True, False, False, False],
+        [False, False, True, True],
+        [True] * 4,
+    ]
+
+
+def test_floor_weight_takes_decisions_out_of_the_onset_weighting() -> None:
+    logits, batch, mask = _random_logits_and_batch()
+    # floor weight 1 and no onset weight: exactly the plain mean
+    plain = output_losses(logits, batch, mask)
+    flat, _ = weighted_losses(
+        logits, batch, mask, TrainConfig(data="", out="", onset_weight=0.0, floor_weight=1.0)
+    )
+    for k in plain:
+        torch.testing.assert_close(flat[k], plain[k])
+    # onset weight 10: the gradient on a decision slot has the same scale at an onset
+    # (the model starts) as in a quiet turn; with floor_weight 0 the onset's is 11 times it
+    decide = between_before(batch["model_text"]) & mask[..., None]
+    onsets = onset_turns(batch) & mask
+
+    def decision_grad_scale(floor_weight: float) -> tuple[float, float]:
+        text = logits.model_text.clone().requires_grad_(True)
+        cfg = TrainConfig(data="", out="", onset_weight=10.0, floor_weight=floor_weight)
+        losses, _ = weighted_losses(dataclasses.replace(logits, model_text=text), batch, mask, cfg)
+        losses["model_text"].backward()
+        # d CE / d logit of the target is p - 1: divide it out to get the slot's weight
+        p = text.detach().softmax(-1).gather(-1, batch["model_text"][..., None]).squeeze(-1)
+        target_grad = text.grad.gather(-1, batch["model_text"][..., None]).squeeze(-1)
+        weight = target_grad / (p - 1)
+        at_onset = weight[decide & onsets[..., None]]
+        quiet = weight[decide & ~onsets[..., None]]
+        torch.testing.assert_close(quiet, quiet[0].expand_as(quiet))
+        return float(at_onset.mean()), float(quiet.mean())
+
+    onset, quiet = decision_grad_scale(1.0)
+    assert onset == pytest.approx(quiet, rel=1e-4)
+    onset, quiet = decision_grad_scale(0.0)
+    assert onset == pytest.approx(11 * quiet, rel=1e-4)
+    with pytest.raises(ValueError, match="floor_weight"):
+        TrainConfig(data="", out="", floor_weight=-1.0)
 
 
 def test_onset_weighting_has_a_gradient_through_the_model() -> None:

@@ -116,6 +116,20 @@ def between_after(text: Tensor) -> Tensor:
     return between
 
 
+def between_before(text: Tensor) -> Tensor:
+    """Text ids [B, N, slots] (a whole track) -> [B, N, slots] bool: no message is open
+    before the slot, so its id is a decision to start one or keep quiet (PAD). The same
+    rule as `next_between`, run over the flattened track at once, for the training loss."""
+    b, n, s = text.shape
+    flat = text.reshape(b, n * s)
+    marks = (flat < N_BYTES) | (flat == Special.EOM)  # the ids that change the state
+    at = torch.arange(n * s, device=text.device).expand(b, -1)
+    last = torch.where(marks, at, -1).cummax(1).values
+    before = torch.nn.functional.pad(last[:, :-1], (1, 0), value=-1)
+    previous = flat.gather(1, before.clamp(min=0))
+    return ((before < 0) | (previous == Special.EOM)).view(b, n, s)
+
+
 def sample_slot(
     track: Track, logits: Tensor, cfg: SamplingConfig, generators: list[torch.Generator]
 ) -> Tensor:

@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m microturn.train")
         "save_every",
         "time_limit_s",
         "onset_weight",
+        "floor_weight",
         "eval_data",
         "eval_every",
         "init",

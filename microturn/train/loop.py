@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F  # noqa: N812
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -31,7 +32,8 @@ from microturn.codecs.text import Special
 from microturn.model import InteractionModel, ModelConfig, save_pretrained, to_batch
 from microturn.model.checkpoint import from_pretrained
 from microturn.model.loss import per_turn_losses
-from microturn.stream.layout import MicroTurns
+from microturn.model.sampling import between_before
+from microturn.stream.layout import MicroTurns, Track
 from microturn.train.augment import augment_batch
 from microturn.train.data import load_shard
 from microturn.train.evaluate import evaluate, headline, load_eval_set
@@ -58,6 +60,11 @@ class TrainConfig:
     save_every: int = 250
     time_limit_s: float = 0.0  # stop (and save) after this much wall time (checked at log steps)
     onset_weight: float = 10.0  # extra weight of the text/action loss where speech starts
+    # > 0: the text head's decisions to start a message or keep quiet get this weight,
+    # every decision alike and outside the onset weighting, so the model's odds of
+    # starting stay calibrated (onset weighting alone multiplies them by 1 + onset_weight).
+    # 0: decisions weigh as the rest of their micro-turn (the shipped models' loss).
+    floor_weight: float = 0.0
     eval_data: str = ""  # an evaluation set (train.evaluate); "" = no evaluation
     eval_every: int = 500
     augment: bool = True  # per-batch augmentation (level shift, camera noise)
@@ -72,6 +79,8 @@ class TrainConfig:
         for name in ("steps", "batch", "log_every", "save_every", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.floor_weight < 0:
+            raise ValueError(f"floor_weight must be >= 0, got {self.floor_weight}")
         if self.length_window < 0:
             raise ValueError(f"length_window must be >= 0, got {self.length_window}")
 
@@ -131,13 +140,32 @@ def weighted_losses(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(per head over the batch, per head per sequence [B]), each kept turn weighted 1
     and onsets 1 + onset_weight (the packer writes an utterance's first text in the
-    micro-turn where its sound starts, so the text head makes the decision)."""
+    micro-turn where its sound starts, so the text head makes the decision). With
+    floor_weight > 0 the text head's decisions (`between_before`) leave that weighting:
+    they are averaged over every kept turn alike and added with weight floor_weight."""
     per_turn = per_turn_losses(logits, batch)
     onsets = onset_turns(batch).to(turn_mask.dtype)
     kept = turn_mask.float()
+    w = kept * (1 + cfg.onset_weight * onsets.float())
+    decisions = None
+    if cfg.floor_weight > 0:
+        target = batch[Track.MODEL_TEXT.value].long()
+        flat = logits.track(Track.MODEL_TEXT).flatten(0, -2).float()
+        ce = F.cross_entropy(flat, target.flatten(), reduction="none").view(target.shape)
+        # per turn, on the same scale as per_turn_losses' slot mean
+        decisions = (ce * between_before(target)).sum(-1) / target.shape[-1]
     batch_losses, per_sample = {}, {}
     for name, per in per_turn.items():
-        w = kept * (1 + cfg.onset_weight * onsets.float())
+        if decisions is not None and name == Track.MODEL_TEXT.value:
+            content = per - decisions
+            batch_losses[name] = (content * w).sum() / w.sum().clamp(min=1) + cfg.floor_weight * (
+                decisions * kept
+            ).sum() / kept.sum().clamp(min=1)
+            per_sample[name] = (
+                (content * w).sum(1) / w.sum(1).clamp(min=1)
+                + cfg.floor_weight * (decisions * kept).sum(1) / kept.sum(1).clamp(min=1)
+            ).detach()
+            continue
         batch_losses[name] = (per * w).sum() / w.sum().clamp(min=1)
         per_sample[name] = ((per * w).sum(1) / w.sum(1).clamp(min=1)).detach()
     return batch_losses, per_sample
