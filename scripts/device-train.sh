@@ -3,13 +3,16 @@
 # bring the best and last checkpoints back in float16, cut under the 16 MiB per-file
 # return limit (reassemble with: cat part0 part1 > model.safetensors).
 # Run there as: sh scripts/device-train.sh data/train data/eval STEPS TIME_LIMIT_S [extra flags]
+# (RUN=/tmp/other OUT=... for a second run beside the first: the tiny preset leaves the
+# GPU mostly idle, so two runs side by side cost little more device time than one;
+# PACK=last brings back only the last checkpoint.)
 # (carry data/train and data/eval; the machine has torch but no librosa or synthesizers,
 # which training does not need.)
 set -eu
 DATA=$1; EVAL=$2; STEPS=$3; LIMIT=$4; shift 4
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 -m microturn.train "$DATA" /tmp/run --steps "$STEPS" --batch 32 --lr 2e-3 --warmup 200 \
+python3 -m microturn.train "$DATA" "${RUN:-/tmp/run}" --steps "$STEPS" --batch 32 --lr 2e-3 --warmup 200 \
     --device cuda --log-every 50 --save-every 100000 --time-limit-s "$LIMIT" \
     --eval-data "$EVAL" --eval-every 400 "$@" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$" | tail -25
-python3 scripts/pack-checkpoint.py /tmp/run "${OUT:-/tmp/out}"
+python3 scripts/pack-checkpoint.py "${RUN:-/tmp/run}" "${OUT:-/tmp/out}" ${PACK:-}

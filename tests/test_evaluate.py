@@ -115,6 +115,7 @@ def _written(n: int) -> MicroTurns:
     write(7, b"re", end=True)
     turns.model_audio[12:14] = 3  # below the speech bin: quiet, not speech
     turns.model_action[12, 0] = int(Special.DELEGATE)  # played at 2.6 s
+    write(13, b"2+2", end=True)  # its task: handed to a thinker, never said
     turns.model_audio[15:17, 2:] = 4  # the second half of two turns, just loud enough
     write(18, b"ok", end=True)  # written, never voiced
     return turns
@@ -130,6 +131,15 @@ def test_timeline_of_reads_speech_text_and_actions() -> None:
         (pytest.approx(3.8), pytest.approx(3.8), "ok"),
     ]
     assert [(a.time_s, a.kind) for a in tl.actions] == [(pytest.approx(2.6), "delegate")]
+    # without the delegate action, its task would be speech
+    turns.model_action[12, 0] = int(Special.PAD)
+    assert "2+2" in [s.text for s in timeline_of(turns, TINY).speech]
+    turns.model_action[12, 0] = int(Special.DELEGATE)
+    # a task still being written is no speech either
+    partial = _written(20)
+    partial.model_text[13] = [ord("2"), ord("+"), int(Special.PAD), int(Special.PAD)]
+    partial.model_text[18] = int(Special.PAD)
+    assert [s.text for s in timeline_of(partial, TINY).speech] == ["hi there", ""]
     # a message that ends and one that starts in the same micro-turn stay two
     turns.model_text[18] = [ord("o"), ord("k"), int(Special.EOM), ord("y")]
     said = [s.text for s in timeline_of(turns, TINY).speech]

@@ -45,9 +45,9 @@ from microturn.background.context import (
 from microturn.background.delegator import Delegator, Thinker
 from microturn.codecs import dmel
 from microturn.codecs.audio import SAMPLE_RATE, validate_pcm
-from microturn.codecs.text import ByteTokenizer, MessageReader
+from microturn.codecs.text import ByteTokenizer
 from microturn.engine.clock import Clock, SimulatedClock
-from microturn.engine.recorder import TimelineRecorder, read_turn
+from microturn.engine.recorder import Message, TimelineRecorder, read_turn
 from microturn.engine.vocoder import StreamingVocoder, decode_many
 from microturn.model import InteractionModel, SamplingConfig, StepResult, to_batch
 from microturn.model.batch import INPUT_KEYS
@@ -58,7 +58,6 @@ VOCODER_DELAY_S = dmel.WIN_LENGTH / SAMPLE_RATE  # 50 ms: see engine/vocoder.py
 TRANSCRIPT_LINES = 200  # per session: what a thinker gets as "the conversation so far"
 MAX_MESSAGE_BYTES = 4096  # a message never closed with EOM stops growing here
 UNSPOKEN_KEPT = 16  # results the engine still looks for in what the model says
-WAITING_ACTIONS = 8  # delegate actions whose task has not been written yet
 
 log = logging.getLogger("microturn.engine")
 
@@ -109,7 +108,11 @@ class Session:
         self.tokenizer = ByteTokenizer()
         self.metrics = SessionMetrics()
         self.recorder = TimelineRecorder(
-            "microturn", self.layout.micro_turn_s, session_id, keep_audio=engine.keep_audio
+            "microturn",
+            self.layout.micro_turn_s,
+            session_id,
+            keep_audio=engine.keep_audio,
+            max_message_bytes=MAX_MESSAGE_BYTES,
         )
         self.recorder.audio_start_s = self.layout.output_start_s(0)
         # Outputs wait here for a client that polls; bounded (10 s at 200 ms), so a
@@ -126,12 +129,10 @@ class Session:
         self._text: list[str] = []
         self._background: list[str] = []
         # Delegation: the conversation so far (typed user text, the model's messages),
-        # the message being written, delegate actions waiting for their task, the ids
-        # in flight, results not yet said, and this micro-turn's records.
+        # the ids in flight, results not yet said, and this micro-turn's records. The
+        # recorder reads the text track and tells tasks from speech.
         self.transcript: deque[TranscriptLine] = deque(maxlen=TRANSCRIPT_LINES)
         self.delegations: set[str] = set()
-        self._message = MessageReader(MAX_MESSAGE_BYTES)
-        self._waiting: deque[ActionEvent] = deque(maxlen=WAITING_ACTIONS)
         self._unspoken: deque[DelegationResult] = deque(maxlen=UNSPOKEN_KEPT)
         self._events: list[ActionEvent] = []
 
@@ -220,28 +221,22 @@ class Session:
         record_event(self.recorder, event)
         self._events.append(event)
 
-    def _follow(self, text_tokens: list[int], actions: list[ActionEvent], at_s: float) -> None:
-        """Read one micro-turn of the model's text track message by message: a message
-        at or after a waiting `delegate` action is its task; any other is a `model` line
-        of the transcript, and is checked for results the model has not said yet."""
-        for a in actions:
-            if a.kind == "delegate":
-                self._waiting.append(a)
-        for start_s, text in self._message.feed(text_tokens, at_s):
-            self._finish_message(start_s, text)
-
-    def _finish_message(self, start_s: float, text: str) -> None:
-        if self._waiting and start_s >= self._waiting[0].time_s - 1e-9:
-            self.engine._delegate(self, self._waiting.popleft(), text.strip())
-            return
-        text = text.strip()
-        if not text:
-            return
-        self.transcript.append(TranscriptLine(start_s, "model", text))
-        for r in list(self._unspoken):
-            if r.spoken_in(text):
-                self._unspoken.remove(r)
-                self._record(r.spoken_action(start_s, text))
+    def _follow(self, finished: list[Message]) -> None:
+        """The messages the model finished this micro-turn (read by the recorder): a
+        task starts its delegation; any other is a `model` line of the transcript, and
+        is checked for results the model has not said yet."""
+        for start_s, text, task_of in finished:
+            if task_of is not None:
+                self.engine._delegate(self, task_of, text.strip())
+                continue
+            text = text.strip()
+            if not text:
+                continue
+            self.transcript.append(TranscriptLine(start_s, "model", text))
+            for r in list(self._unspoken):
+                if r.spoken_in(text):
+                    self._unspoken.remove(r)
+                    self._record(r.spoken_action(start_s, text))
 
     def _arrive(self, result: DelegationResult) -> None:
         """A result goes onto the background track of this micro-turn's input."""
@@ -451,10 +446,8 @@ class Engine:
         s.metrics.step_ms.append(step_ms)
         s.metrics.lateness_ms.append(lateness_ms)
         s.recorder.add_audio(pcm)
-        s.recorder.add_tokens(lay.output_start_s(s.turn), text_tokens)
-        for a in actions:
-            s.recorder.add_action(a)
-        s._follow(text_tokens, actions, play_at)  # may start delegations (never waits)
+        finished = s.recorder.add_output(play_at, text_tokens, actions)
+        s._follow(finished)  # may start delegations (never waits)
         events, s._events = s._events, []
         out = TurnOutputs(
             s.turn, play_at, pcm, text, eom, actions, step_ms, lateness_ms, missing, events

@@ -10,6 +10,8 @@ ASR view of the harness then shows it was not said).
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +24,11 @@ FRAME = ACTIVITY_FRAME  # 10 ms energy frames
 MERGE_GAP_S = 0.3  # pauses shorter than this stay inside one utterance
 MIN_SEGMENT_S = 0.08
 TEXT_ATTACH_S = 1.5  # text attaches to audio that starts within this of the text
+WAITING_TASKS = 8  # delegate actions whose task has not been written yet (bounded)
+
+# A message finished on the text track: (start, text, the `delegate` action it is the
+# task of, or None when it is something the model says).
+Message = tuple[float, str, ActionEvent | None]
 
 
 @dataclass
@@ -32,13 +39,18 @@ class TimelineRecorder:
     _active: list[bool] = field(default_factory=list)  # per 10 ms frame of played audio
     _audio: list[np.ndarray] = field(default_factory=list)
     _messages: list[tuple[float, str]] = field(default_factory=list)  # (time, text)
-    _reader: MessageReader = field(default_factory=MessageReader)  # the text track so far
+    _reader: MessageReader = field(init=False)  # the text track so far
+    _waiting: deque[ActionEvent] = field(default_factory=lambda: deque(maxlen=WAITING_TASKS))
     actions: list[ActionEvent] = field(default_factory=list)
     turns: list[TurnRecord] = field(default_factory=list)
     audio_start_s: float = 0.0  # when the first recorded audio sample is played
 
     keep_audio: bool = True  # live sessions keep only speech activity (bounded memory)
+    max_message_bytes: int | None = None  # a message never closed stops growing here
     _rest: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def __post_init__(self) -> None:
+        self._reader = MessageReader(self.max_message_bytes)
 
     def add_audio(self, pcm: np.ndarray) -> None:
         """Audio played next (consecutive chunks, any length)."""
@@ -59,12 +71,30 @@ class TimelineRecorder:
         """Text written at `time_s`; `end_of_message` closes the current utterance (a
         system that reports decoded text per micro-turn: the cascade, a remote client)."""
         ids = list(text.encode("utf-8")) + ([int(Special.EOM)] if end_of_message else [])
-        self.add_tokens(time_s, ids)
+        self.add_output(time_s, ids)
 
-    def add_tokens(self, time_s: float, ids: list[int]) -> None:
-        """A model's text-track ids written at `time_s` (one micro-turn): a message that
-        ends and one that starts in the same micro-turn stay two messages."""
-        self._messages.extend(self._reader.feed(ids, time_s))
+    def add_output(
+        self, time_s: float, ids: list[int], actions: Sequence[ActionEvent] = ()
+    ) -> list[Message]:
+        """One micro-turn of a model's text-track ids and actions, written at `time_s`.
+        A message that starts at or after a `delegate` action still waiting for its task
+        is that task: handed to a thinker, not said, so it is no speech. Returns the
+        messages finished here; one that ends and one that starts in the same micro-turn
+        stay two."""
+        for a in actions:
+            self.add_action(a)
+            if a.kind == "delegate":
+                self._waiting.append(a)
+        finished: list[Message] = []
+        for start_s, text in self._reader.feed(ids, time_s):
+            task_of = self._waiting.popleft() if self._is_task(start_s) else None
+            if task_of is None:
+                self._messages.append((start_s, text))
+            finished.append((start_s, text, task_of))
+        return finished
+
+    def _is_task(self, start_s: float) -> bool:
+        return bool(self._waiting) and start_s >= self._waiting[0].time_s - 1e-9
 
     def add_action(self, action: ActionEvent) -> None:
         self.actions.append(action)
@@ -90,7 +120,8 @@ class TimelineRecorder:
 
     def timeline(self) -> Timeline:
         messages = list(self._messages)
-        if (unfinished := self._reader.unfinished()) is not None:
+        unfinished = self._reader.unfinished()
+        if unfinished is not None and not self._is_task(unfinished[0]):
             messages.append(unfinished)
         spans = self.speech_spans()
         texts: list[list[str]] = [[] for _ in spans]

@@ -148,9 +148,7 @@ def timeline_of(turns: MicroTurns, layout: Layout, episode_id: str | None = None
     for t in range(turns.n_turns):
         at, text_ids = layout.output_start_s(t), turns.model_text[t].tolist()
         _, _, actions = read_turn(text_ids, turns.model_action[t].tolist(), at)
-        rec.add_tokens(at, text_ids)
-        for a in actions:
-            rec.add_action(a)
+        rec.add_output(at, text_ids, actions)
     return rec.timeline()
 
 
