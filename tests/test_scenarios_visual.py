@@ -14,7 +14,7 @@ from microturn.data import FACTS_PATH, load_facts
 from microturn.scenarios import delegation, get, proactive_vision, render, repetition_counting
 from microturn.scenarios.base import arrival_s
 from microturn.scenarios.delegation import contains_answer
-from microturn.scenarios.scoring import number_words, numbers_in, says
+from microturn.scenarios.scoring import normalize, number_words, numbers_in, says
 from microturn.stream.episode import ActionEvent, Episode, Event, SpeechSegment, Timeline
 from microturn.stream.layout import Layout, pack_episode
 
@@ -452,3 +452,15 @@ def test_load_facts_rejects_malformed_lines(tmp_path) -> None:
         bad.write_text(body)
         with pytest.raises(ValueError, match=rf"bad\.tsv:{line}:"):
             load_facts(bad)
+
+
+def test_any_run_of_digits_a_model_writes_can_be_scored() -> None:
+    # a free-running model once wrote "19549993650": scoring crashed mid-training
+    assert normalize("at 19549993650 now") == (
+        "at one nine five four nine nine nine three six five zero now"
+    )
+    assert normalize("999999 and 1,000,000") == (
+        "nine hundred ninety nine thousand nine hundred ninety nine and one zero zero zero"
+        " zero zero zero"
+    )
+    assert not says("it's 19549993650", "green")

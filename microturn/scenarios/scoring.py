@@ -51,11 +51,20 @@ def number_words(n: int) -> str:
     raise ValueError(f"number_words supports 0..999999, got {n}")
 
 
+def _spoken_digits(digits: str) -> str:
+    """A run of digits as it would be read: a number up to 999,999, else digit by
+    digit (a model may write any run of digits; scoring it must not fail)."""
+    n = int(digits)
+    if n < 1_000_000:
+        return number_words(n)
+    return " ".join(_UNITS[int(d)] for d in digits)
+
+
 def normalize(text: str) -> str:
     """Lowercase words, digits spelled out, punctuation gone: what ASR would return."""
     text = text.lower().replace("-", " ")
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 1,234 -> 1234
-    text = re.sub(r"\d+", lambda m: " " + number_words(int(m.group())) + " ", text)
+    text = re.sub(r"\d+", lambda m: " " + _spoken_digits(m.group()) + " ", text)
     text = re.sub(r"[^a-z' ]+", " ", text)
     return " ".join(text.split())
 
