@@ -24,14 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F  # noqa: N812
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from microturn.codecs.text import Special
 from microturn.model import InteractionModel, ModelConfig, save_pretrained, to_batch
 from microturn.model.checkpoint import from_pretrained
-from microturn.model.loss import per_turn_losses
+from microturn.model.loss import per_slot_losses, slot_mean
 from microturn.model.sampling import between_before
 from microturn.stream.layout import MicroTurns, Track
 from microturn.train.augment import augment_batch
@@ -143,32 +142,24 @@ def weighted_losses(
     micro-turn where its sound starts, so the text head makes the decision). With
     floor_weight > 0 the text head's decisions (`between_before`) leave that weighting:
     they are averaged over every kept turn alike and added with weight floor_weight."""
-    per_turn = per_turn_losses(logits, batch)
+    per_slot = per_slot_losses(logits, batch)
+    per_turn = {k: slot_mean(v) for k, v in per_slot.items()}
     onsets = onset_turns(batch).to(turn_mask.dtype)
     kept = turn_mask.float()
     w = kept * (1 + cfg.onset_weight * onsets.float())
-    decisions = None
+    parts = {name: [(per, w)] for name, per in per_turn.items()}  # (loss, weights) to average
     if cfg.floor_weight > 0:
-        target = batch[Track.MODEL_TEXT.value].long()
-        flat = logits.track(Track.MODEL_TEXT).flatten(0, -2).float()
-        ce = F.cross_entropy(flat, target.flatten(), reduction="none").view(target.shape)
-        # per turn, on the same scale as per_turn_losses' slot mean
-        decisions = (ce * between_before(target)).sum(-1) / target.shape[-1]
-    batch_losses, per_sample = {}, {}
-    for name, per in per_turn.items():
-        if decisions is not None and name == Track.MODEL_TEXT.value:
-            content = per - decisions
-            batch_losses[name] = (content * w).sum() / w.sum().clamp(min=1) + cfg.floor_weight * (
-                decisions * kept
-            ).sum() / kept.sum().clamp(min=1)
-            per_sample[name] = (
-                (content * w).sum(1) / w.sum(1).clamp(min=1)
-                + cfg.floor_weight * (decisions * kept).sum(1) / kept.sum(1).clamp(min=1)
-            ).detach()
-            continue
-        batch_losses[name] = (per * w).sum() / w.sum().clamp(min=1)
-        per_sample[name] = ((per * w).sum(1) / w.sum(1).clamp(min=1)).detach()
+        text = Track.MODEL_TEXT.value
+        # the decisions' share of each turn's slot mean, moved out of the onset weighting
+        decisions = slot_mean(per_slot[text] * between_before(batch[text]))
+        parts[text] = [(per_turn[text] - decisions, w), (cfg.floor_weight * decisions, kept)]
+    batch_losses = {k: sum(_mean(x, m, (0, 1)) for x, m in p) for k, p in parts.items()}
+    per_sample = {k: sum(_mean(x, m, 1) for x, m in p).detach() for k, p in parts.items()}
     return batch_losses, per_sample
+
+
+def _mean(x: torch.Tensor, weights: torch.Tensor, dims: int | tuple[int, ...]) -> torch.Tensor:
+    return (x * weights).sum(dims) / weights.sum(dims).clamp(min=1)
 
 
 def _distributed() -> tuple[int, int, int]:
