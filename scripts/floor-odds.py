@@ -21,7 +21,7 @@ import torch
 
 from microturn.codecs.text import Special
 from microturn.model import from_pretrained, to_batch
-from microturn.model.sampling import between_after
+from microturn.model.sampling import between_before
 from microturn.train.evaluate import load_eval_set
 
 LATENCY_BAR_S = 0.4
@@ -36,9 +36,7 @@ def episode_odds(model, ep, turns) -> tuple[list[float], list[float]]:
         logits, _ = model(batch)
     p_pad = logits.model_text[0, :, 0].float().softmax(-1)[:, Special.PAD].numpy()
     text = batch["model_text"][0]
-    # a message is open before micro-turn t if one was open after t - 1 (the packer never
-    # writes a micro-turn of only PAD inside a message)
-    open_before = np.concatenate([[False], ~between_after(text).numpy()[:-1]])
+    open_before = ~between_before(text[None])[0, :, 0].numpy()  # a message is open at t
     starts = (text < Special.PAD).any(1).numpy()
     times = np.array([lay.output_start_s(t) for t in range(len(p_pad))])
 

@@ -109,11 +109,9 @@ def next_between(between: Tensor, written: Tensor) -> Tensor:
 
 
 def between_after(text: Tensor) -> Tensor:
-    """A micro-turn's text slots [B, slots] -> [B] bool: no message open after them."""
-    between = torch.ones(text.shape[0], dtype=torch.bool, device=text.device)
-    for j in range(text.shape[1]):
-        between = next_between(between, text[:, j])
-    return between
+    """A micro-turn's text slots [B, slots] -> [B] bool: no message open after them
+    (the state before its last slot, stepped over that slot)."""
+    return next_between(between_before(text[:, None])[:, 0, -1], text[:, -1])
 
 
 def between_before(text: Tensor) -> Tensor:
