@@ -59,9 +59,9 @@ def test_parameter_counts() -> None:
     assert 10_000_000 < small_total < 300_000_000
 
 
-@pytest.mark.parametrize("ffn", ["moe", "dense"])
-def test_streaming_step_matches_full_forward(ffn: str) -> None:
-    cfg = replace(TINY, ffn=ffn, n_shared_experts=1 if ffn == "moe" else 0)
+@pytest.mark.parametrize("ffn,clock", [("moe", 0), ("dense", 0), ("moe", 7)])
+def test_streaming_step_matches_full_forward(ffn: str, clock: int) -> None:
+    cfg = replace(TINY, ffn=ffn, n_shared_experts=1 if ffn == "moe" else 0, clock_octaves=clock)
     model = make_model(cfg)
     n = 7
     batch = to_batch([random_turns(cfg.layout, n, 1), random_turns(cfg.layout, n, 2)])
@@ -405,6 +405,40 @@ def test_windowed_training_forward_matches_streaming_past_the_window() -> None:
         r = model.step(state, inputs, teacher=teacher)
         for track in OUTPUT_TRACKS:
             assert torch.allclose(r.logits.track(track)[:, 0], full.track(track)[:, t], atol=1e-4)
+
+
+def test_a_grown_clock_starts_silent_and_is_saved(tmp_path) -> None:
+    """with_clock keeps what a trained model computes (the clock starts at zero), and a
+    clocked checkpoint loads back with its clock."""
+    model = make_model()
+    batch = to_batch(random_turns(TINY.layout, 4, 3))
+    grown = model.with_clock(7)
+    assert grown.cfg.clock_octaves == 7 and model.with_clock(0) is model
+    with torch.no_grad():
+        for track in OUTPUT_TRACKS:
+            assert torch.equal(model(batch)[0].track(track), grown(batch)[0].track(track))
+    assert grown.clock is not None
+    torch.nn.init.normal_(grown.clock.proj.weight, std=0.5)
+    save_pretrained(grown, tmp_path / "clocked")
+    loaded = from_pretrained(tmp_path / "clocked")
+    with torch.no_grad():
+        assert torch.equal(loaded(batch)[0].model_text, grown(batch)[0].model_text)
+        assert not torch.equal(loaded(batch)[0].model_text, model(batch)[0].model_text)
+
+
+def test_the_clock_reads_micro_turns_off_positions() -> None:
+    """One reading per micro-turn (every slot of it alike), a different one for each
+    micro-turn, repeating only after the longest period (2^octaves micro-turns)."""
+    clock = make_model(replace(TINY, clock_octaves=3)).clock
+    assert clock is not None
+    s = TINY.layout.slots_per_turn
+    with torch.no_grad():
+        read = clock(torch.arange(10 * s)[None], torch.float32)[0].view(10, s, -1)
+    assert torch.allclose(read, read[:, :1].expand_as(read))  # slots of a micro-turn
+    per_turn = read[:, 0]
+    distinct = torch.cdist(per_turn[:8], per_turn[:8]) + torch.eye(8)
+    assert distinct.min() > 1e-3  # 8 micro-turns, 8 readings
+    assert torch.allclose(per_turn[8], per_turn[0], atol=1e-6)  # period 2^3
 
 
 def test_prefill_then_step_matches_streaming() -> None:

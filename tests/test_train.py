@@ -128,6 +128,16 @@ def test_scenario_filter_and_fine_tuning_from_a_model(shards, tmp_path) -> None:
     tuned = from_pretrained(tmp_path / "b")
     for name, p in start.state_dict().items():
         assert torch.equal(p, tuned.state_dict()[name]), name  # lr 0: weights unchanged
+    # --clock-octaves grows a clock on the fine-tuned model; training moves it off zero
+    clocked = train(
+        TrainConfig(
+            out=str(tmp_path / "c"), steps=2, init=str(tmp_path / "a"), clock_octaves=3, **base
+        )
+    )
+    assert clocked["steps"] == 2
+    grown = from_pretrained(tmp_path / "c")
+    assert grown.cfg.clock_octaves == 3 and start.cfg.clock_octaves == 0
+    assert grown.clock is not None and grown.clock.proj.weight.abs().sum() > 0
 
 
 def test_no_shards_is_an_error(tmp_path) -> None:

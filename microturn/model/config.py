@@ -36,6 +36,9 @@ class ModelConfig:
     window_turns: int = 150  # 30 s at 200 ms; training masks attention the same way
     sink_turns: int = 1
     rope_theta: float = 10_000.0
+    # A clock: sinusoids of each micro-turn's time (periods 2 micro-turns x 2^k, k <
+    # clock_octaves) projected into every slot. 0 = none (the models shipped so far).
+    clock_octaves: int = 0
     norm_eps: float = 1e-5
     dropout: float = 0.0
 
@@ -69,6 +72,8 @@ class ModelConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        if not 0 <= self.clock_octaves <= 16:
+            raise ValueError(f"clock_octaves must lie in 0..16, got {self.clock_octaves}")
 
     @property
     def head_dim(self) -> int:

@@ -17,7 +17,7 @@ streaming `step`; a test holds the two to the same logits.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -133,6 +133,32 @@ class Embedder(nn.Module):
         """Add each slot's embedding to whole micro-turns x [B, N * slots_per_turn, d]."""
         idx = torch.arange(x.shape[1], device=x.device) % self.layout.slots_per_turn
         return x + self.slots(idx)
+
+
+class Clock(nn.Module):
+    """Each slot's micro-turn time as sinusoids (periods 2 micro-turns, 4, 8, ...),
+    projected into the residual stream.
+
+    Why: rotary attention tells how far apart two slots are only through where a head
+    looks; nothing it reads carries a time. With the clock in every slot, a head that
+    finds a request (or the last reminder) by its content also reads *when* it was, and
+    the layers above can compare that with now: "every 4 seconds" becomes arithmetic on
+    what attention returns rather than a head tuned to look exactly 20 micro-turns back.
+    Positions, not a wall clock: the same in training, streaming and prefill."""
+
+    def __init__(self, octaves: int, layout: Layout, d_model: int) -> None:
+        super().__init__()
+        self.slots_per_turn = layout.slots_per_turn
+        self.periods = [2.0 * 2.0**k for k in range(octaves)]  # in micro-turns
+        self.proj = nn.Linear(2 * octaves, d_model, bias=False)
+
+    def forward(self, positions: Tensor, dtype: torch.dtype) -> Tensor:
+        """Positions [B, T] -> [B, T, d]; float64 phases stay exact hours into a session."""
+        turns = torch.div(positions, self.slots_per_turn, rounding_mode="floor")
+        angular = 2 * math.pi / torch.tensor(self.periods, dtype=torch.float64)
+        angles = turns.to(torch.float64)[..., None] * angular.to(positions.device)
+        features = torch.cat([angles.sin(), angles.cos()], dim=-1).to(dtype)
+        return self.proj(features)
 
 
 # ---------------------------------------------------------------------------------
@@ -360,6 +386,9 @@ class InteractionModel(nn.Module):
         self.cfg = cfg
         self.layout = cfg.layout
         self.embed = Embedder(cfg)
+        self.clock = (
+            Clock(cfg.clock_octaves, cfg.layout, cfg.d_model) if cfg.clock_octaves else None
+        )
         self.blocks = nn.ModuleList(
             [
                 Block(
@@ -435,6 +464,8 @@ class InteractionModel(nn.Module):
         mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         aux = x.new_zeros(())
+        if self.clock is not None:
+            x = x + self.clock(positions, x.dtype)
         rope = rotary_angles(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         for i, block in enumerate(self.blocks):
             x, a = block(x, rope, cache, i, mask)
@@ -566,6 +597,22 @@ class InteractionModel(nn.Module):
         state.commit(valid)
         state.set_pending({t.value: batch[t.value][:, -1] for t in OUTPUT_TRACKS})
         state._put(state.turns, state.current_turns() + n)
+
+    def with_clock(self, octaves: int) -> InteractionModel:
+        """This model with a clock of `octaves` (0: none). A new clock starts at zero, so
+        the grown model computes exactly what this one did until training moves it:
+        fine-tuning a trained model to read time keeps everything else it knows."""
+        if octaves == self.cfg.clock_octaves:
+            return self
+        p = next(self.parameters())
+        with torch.device(p.device):
+            grown = InteractionModel(replace(self.cfg, clock_octaves=octaves)).to(p.dtype)
+        kept = {k: v for k, v in self.state_dict().items() if not k.startswith("clock.")}
+        missing, unexpected = grown.load_state_dict(kept, strict=False)
+        assert not unexpected and all(k.startswith("clock.") for k in missing), missing
+        if grown.clock is not None:
+            nn.init.zeros_(grown.clock.proj.weight)
+        return grown.train(self.training)
 
     def expert_load(self) -> Tensor | None:
         """Share of routed tokens per expert in each layer's last forward [L, E]."""

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m microturn.train")
         "eval_every",
         "init",
         "scenarios",
+        "clock_octaves",
         "length_window",
     ):
         value = getattr(defaults, name)

@@ -17,7 +17,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,9 @@ class TrainConfig:
     augment: bool = True  # per-batch augmentation (level shift, camera noise)
     init: str = ""  # start from this trained model's weights (fresh optimizer, schedule)
     scenarios: str = ""  # comma-separated: train on these scenarios' episodes only; "" = all
+    # -1: the clock the preset (or the --init model) has; otherwise this many octaves
+    # (an --init model grows a clock that starts at zero: see InteractionModel.with_clock)
+    clock_octaves: int = -1
     length_window: int = 4  # batch from episodes this many batches wide in length order; 0 = any
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"model_action": 1.0, "model_text": 1.0, "model_audio": 1.0}
@@ -180,6 +183,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         raise ValueError(f"--resume: {out} holds no {TRAINER_FILE}; nothing to resume")
     out.mkdir(parents=True, exist_ok=True)
     model_cfg = ModelConfig.preset(cfg.preset)
+    if cfg.clock_octaves >= 0:
+        model_cfg = replace(model_cfg, clock_octaves=cfg.clock_octaves)
     shards = []
     for folder in cfg.data.split(","):
         found = sorted(Path(folder).glob("shard-*.npz"))
@@ -206,6 +211,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         model = from_pretrained(Path(cfg.init), device=device)
         if model.cfg.layout != model_cfg.layout:
             raise ValueError(f"--init {cfg.init}: its layout differs from preset {cfg.preset!r}")
+        if cfg.clock_octaves >= 0:
+            model = model.with_clock(cfg.clock_octaves)
         model_cfg = model.cfg
     else:
         with torch.device(device):
