@@ -19,10 +19,12 @@ from microturn.stream.layout import INPUT_TRACKS, Layout, MicroTurns, pack_episo
 from microturn.train.evaluate import (
     EPISODES_FILE,
     TURNS_FILE,
+    StartOdds,
     driver_for,
     free_run,
     headline,
     load_eval_set,
+    start_odds,
     timeline_of,
     write_eval_set,
 )
@@ -190,6 +192,32 @@ def test_free_run_is_deterministic_per_seed(model, eval_set) -> None:
         for k in outputs
     )
     assert {f.name for f in fields(MicroTurns)} == {*INPUT_FIELDS, *outputs}
+
+
+def test_start_odds_arithmetic() -> None:
+    """Odds of a start count decisions only, stop at the reference's own start, and
+    quiet runs from the end of the reference's last message."""
+    odds = StartOdds(
+        p_quiet=np.full(6, 0.5),
+        deciding=np.array([1, 1, 0, 0, 1, 1], bool),  # a reference message open at 2, 3
+        writes=np.array([0, 1, 1, 1, 0, 0], bool),  # it starts at 1
+        times_s=np.arange(6.0),
+    )
+    assert odds.odds_of_start(0, 6) == 0.75  # decisions 0 and 1, then the reference speaks
+    assert odds.odds_of_start(4, 6) == 0.75  # decisions 4 and 5
+    assert odds.odds_of_start(2, 4) is None  # no decision in the window
+    assert odds.quiet_since_last_message(5.5) == 0.25  # 4 and 5, after the message
+    assert odds.quiet_since_last_message(1.5) == 0.25  # 0 and 1, no message before
+
+
+def test_start_odds_of_a_recorded_episode(model, eval_set) -> None:
+    ep, turns = eval_set[0]  # time awareness: the reference acknowledges and says cues
+    odds = start_odds(model.eval(), turns)
+    assert odds.p_quiet.shape == odds.deciding.shape == (turns.n_turns,)
+    assert ((odds.p_quiet > 0) & (odds.p_quiet < 1)).all()
+    assert odds.deciding[0] and not odds.deciding.all()  # quiet at first, then speaking
+    assert odds.writes.sum() >= len(ep.reference.speech)  # a start per message at least
+    assert np.allclose(np.diff(odds.times_s), TINY.micro_turn_s)
 
 
 # ---- the headline figure -----------------------------------------------------------

@@ -17,7 +17,7 @@ import gzip
 import json
 import sys
 from collections import defaultdict
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from microturn.codecs.text import Special
 from microturn.codecs.vision import VisionCodec
 from microturn.engine.recorder import TimelineRecorder, read_turn
 from microturn.model.batch import INPUT_KEYS, to_batch
-from microturn.model.sampling import SamplingConfig
+from microturn.model.sampling import SamplingConfig, between_before
 from microturn.model.transformer import InteractionModel
 from microturn.scenarios import get
 from microturn.stream.episode import Episode, Timeline
@@ -191,6 +192,49 @@ def evaluate(
 ) -> dict[str, dict[str, float]]:
     """Scenario metrics (text view) of the model free-running on the set."""
     return score(eval_set, timelines(model, eval_set, seed=seed, sampling=sampling))
+
+
+@dataclass(frozen=True)
+class StartOdds:
+    """Teacher-forced, per micro-turn of one episode: the probability that the model
+    keeps quiet at the first text slot (P(PAD) at temperature 1, over all ids, not the
+    sampler's), whether that slot is a decision (no message open), and when output t is
+    played. What the floor and cue-timing probes (scripts/) read: a model's timing of
+    its own speech without the noise of sampling."""
+
+    p_quiet: np.ndarray  # [N]
+    deciding: np.ndarray  # [N] bool
+    writes: np.ndarray  # [N] bool: the reference writes text in t (where deciding: a start)
+    times_s: np.ndarray  # [N]
+
+    def odds_of_start(self, lo_s: float, hi_s: float) -> float | None:
+        """P(a start in [lo, hi)) up to the reference's own start in it (after that, the
+        context holds the reference's words); None where no decision falls there."""
+        idx = np.flatnonzero((self.times_s >= lo_s) & (self.times_s < hi_s) & self.deciding)
+        onset = idx[self.writes[idx]]
+        if len(onset):
+            idx = idx[idx <= onset[0]]
+        return float(1 - np.prod(self.p_quiet[idx])) if len(idx) else None
+
+    def quiet_since_last_message(self, before_s: float) -> float:
+        """P(no start from the end of the reference's last message before `before_s`)."""
+        busy = np.flatnonzero(~self.deciding & (self.times_s < before_s))
+        since = self.times_s[busy[-1] + 1] if len(busy) else -1.0
+        idx = np.flatnonzero((self.times_s >= since) & (self.times_s < before_s) & self.deciding)
+        return float(np.prod(self.p_quiet[idx]))
+
+
+@torch.no_grad()
+def start_odds(model: InteractionModel, turns: MicroTurns) -> StartOdds:
+    """`StartOdds` of one recorded episode (its reference outputs as the model's)."""
+    batch = to_batch([turns], next(model.parameters()).device)
+    logits, _ = model(batch)
+    p_quiet = logits.model_text[0, :, 0].float().softmax(-1)[:, Special.PAD].cpu().numpy()
+    text = batch["model_text"]
+    deciding = between_before(text)[0, :, 0].cpu().numpy()
+    writes = (text[0] < Special.PAD).any(1).cpu().numpy()
+    times = np.array([model.layout.output_start_s(t) for t in range(turns.n_turns)])
+    return StartOdds(p_quiet, deciding, writes, times)
 
 
 def _get(scores: dict[str, float], key: str) -> float:
