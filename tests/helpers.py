@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from microturn.stream.episode import (
@@ -55,3 +57,14 @@ def full_episode(size: int = 80, seconds: float = 3.1) -> Episode:
         ),
         meta={"wording": 2},
     )
+
+
+def assert_replies_follow_their_causes(episode: Episode, turns: Any, layout: Any) -> None:
+    """Every cause of the episode has a reference reply, decided no earlier than the
+    cause: the data never asks the model to answer what it has not yet heard or seen."""
+    from microturn.train.data import REPLY_CAUSES, reply_slacks
+
+    slacks = reply_slacks(episode, turns, layout)
+    assert len(slacks) == sum(e.kind in REPLY_CAUSES for e in episode.events), episode.id
+    for kind, slack in slacks:
+        assert slack >= -1e-6, (episode.id, kind, slack)

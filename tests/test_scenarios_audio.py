@@ -16,6 +16,7 @@ from microturn.scenarios import get
 from microturn.scenarios.base import EARLIEST_MODEL_S, TEXT_LAYOUT, arrival_s
 from microturn.stream.episode import Episode, Event, SpeechSegment, TextEvent, Timeline
 from microturn.stream.layout import Layout, pack_episode
+from tests.helpers import assert_replies_follow_their_causes
 
 AUDIO_SCENARIOS = ("turn_taking", "interruption", "backchannel", "time_awareness")
 
@@ -345,6 +346,7 @@ def test_both_drivers_pack_into_the_tiny_layout(name: str, driver: str) -> None:
     _check_episode(ep, name, driver)
     turns = pack_episode(ep, Layout.preset("tiny"))
     assert turns.n_turns == Layout.preset("tiny").n_turns(ep.duration_s)
+    assert_replies_follow_their_causes(ep, turns, Layout.preset("tiny"))
 
 
 def test_unknown_driver_and_split_are_refused() -> None:

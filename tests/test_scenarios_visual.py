@@ -17,6 +17,7 @@ from microturn.scenarios.delegation import contains_answer
 from microturn.scenarios.scoring import normalize, number_words, numbers_in, says
 from microturn.stream.episode import ActionEvent, Episode, Event, SpeechSegment, Timeline
 from microturn.stream.layout import Layout, pack_episode
+from tests.helpers import assert_replies_follow_their_causes
 
 SCENARIOS = ("proactive_vision", "repetition_counting", "delegation")
 
@@ -190,6 +191,7 @@ def test_generated_episodes_are_valid_and_the_reference_is_perfect(
         ep = dataclasses.replace(ep, user_video=VisionCodec(80).fit_track(ep.user_video))
     turns = pack_episode(ep, Layout.preset("tiny"))
     assert turns.n_turns == Layout.preset("tiny").n_turns(ep.duration_s)
+    assert_replies_follow_their_causes(ep, turns, Layout.preset("tiny"))
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

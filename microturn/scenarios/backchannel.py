@@ -96,6 +96,9 @@ MONOLOGUE_S = (16.5, 22.0)  # add sentences until about this long (drawn per epi
 MAX_MONOLOGUE_S = 23.0  # ... but not past this, counting every pause at its longest
 PAUSE_S = (0.5, 1.2)
 ACK_AFTER_S = 0.15  # an acknowledgement starts this far into a pause ...
+# ... or later: its sound waits for the next micro-turn boundary (base.heard_by_s) and
+# the voice's lead-in (~0.22 s) comes first, so its first word starts by this far in ...
+ACK_LATEST_S = 0.45
 ACK_CLEAR_S = 0.3  # ... and ends at least this long before the user goes on
 REPLY_DELAY_S = (0.25, 0.4)
 # Scoring: a backchannel is short in time and words.
@@ -138,7 +141,7 @@ class Backchannel(Scenario):
             pause = float(rng.uniform(*PAUSE_S))
             if i in held:  # long enough for its acknowledgement
                 ack = acks[held.index(i)]
-                pause = max(pause, ACK_AFTER_S + _spoken_s(ack) + ACK_CLEAR_S)
+                pause = max(pause, ACK_LATEST_S + _spoken_s(ack) + ACK_CLEAR_S)
             at = end + pause
             if driver == "speech":
                 at -= lead_s(sentence, b.user_voice)
@@ -147,8 +150,8 @@ class Backchannel(Scenario):
             b.event("pause_start", end, end_s=next_start)
             end = next_end
         for ack, i in zip(acks, held, strict=False):
-            model_speaks(b, ack, pauses[i][0] + ACK_AFTER_S)
-        reply = model_speaks(b, str(pick(rng, REPLIES)), end + rng.uniform(*REPLY_DELAY_S))
+            model_speaks(b, ack, pauses[i][0] + ACK_AFTER_S, heard_s=pauses[i][0])
+        reply = model_speaks(b, str(pick(rng, REPLIES)), end + rng.uniform(*REPLY_DELAY_S), end)
         b.event("user_turn_end", end, start_s=first_start, acknowledgements=n_acks)
         b.meta.update(driver=driver, category="monologue")
         return b.build(episode_length(max(b.end_s(), reply.end_s)))

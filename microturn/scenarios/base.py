@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from microturn.codecs.audio import SAMPLE_RATE
+from microturn.codecs.audio import ACTIVITY_FRAME, SAMPLE_RATE
 from microturn.stream.episode import (
     ActionEvent,
     Episode,
@@ -341,10 +341,31 @@ def lead_s(text: str, voice: Voice = MODEL_VOICE) -> float:
     return words[0].start_s if words else 0.0
 
 
-def model_speaks(b: EpisodeBuilder, text: str, start_s: float) -> SpeechSegment:
+def model_speaks(
+    b: EpisodeBuilder, text: str, start_s: float, heard_s: float | None = None
+) -> SpeechSegment:
     """Reference speech whose first word starts at `start_s` (as close as the 0.4 s floor
-    for the first output window allows)."""
-    return b.model_says(text, max(EARLIEST_MODEL_S, start_s - lead_s(text)))
+    for the first output window allows), and never before the model could have heard
+    what it answers: see `heard_by_s`."""
+    begin = max(EARLIEST_MODEL_S, start_s - lead_s(text))
+    if heard_s is not None:
+        begin = max(begin, heard_by_s(heard_s))
+    return b.model_says(text, begin)
+
+
+def heard_by_s(heard_s: float, layout: Layout = TEXT_LAYOUT) -> float:
+    """The earliest time a reply's sound may start when what it answers was complete at
+    `heard_s` (the user's last word, a typed message's arrival, a camera event).
+
+    Why: the model writes a reply's text in the micro-turn where its sound starts, and
+    output t is decided when input window t closes. A reply whose sound (the voice's
+    lead-in included) starts before the first micro-turn boundary after `heard_s` was
+    decided before the model had heard its cause: the data taught the model to answer
+    while the user was still talking (two thirds of spoken requests in time awareness
+    and three quarters of turn-taking replies did, before this rule)."""
+    turn = layout.micro_turn_s
+    # One activity frame more: packing finds where a sound starts to within a frame.
+    return math.ceil(heard_s / turn - 1e-9) * turn + ACTIVITY_FRAME / SAMPLE_RATE
 
 
 def episode_length(end_s: float, tail_s: float = 1.5) -> float:

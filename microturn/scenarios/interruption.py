@@ -307,7 +307,7 @@ class Interruption(Scenario):
         else:
             reply, reached = answer, None
         finished = max(user_end, onset + STOP_WINDOW_S)
-        reply_seg = model_speaks(b, reply, finished + rng.uniform(*REPLY_DELAY_S))
+        reply_seg = model_speaks(b, reply, finished + rng.uniform(*REPLY_DELAY_S), finished)
         b.event(
             "interrupt",
             onset,

@@ -127,7 +127,7 @@ class ProactiveVision(Scenario):
         height = int(rng.integers(3, 8))
         request = _scene_text(pick(rng, REQUESTS[scene]), height, driver == "text", rng)
         start, end = user_turn(builder, request, float(rng.uniform(0.5, 2.0)), driver)
-        ack = model_speaks(builder, pick(rng, ACKS), end + float(rng.uniform(0.3, 0.6)))
+        ack = model_speaks(builder, pick(rng, ACKS), end + float(rng.uniform(0.3, 0.6)), end)
         cue_text = _scene_text(pick(rng, CUES[scene]), height, False, rng)
         cue_len = synthesize(cue_text, MODEL_VOICE).duration_s
         tail = float(rng.uniform(1.5, 3.0))
@@ -136,7 +136,7 @@ class ProactiveVision(Scenario):
         if latest < earliest:
             raise ValueError(f"seed {seed}: the request leaves no room for the event")
         event = render.snap_to_frame(end + float(rng.uniform(earliest, latest)), self.fps)
-        cue = model_speaks(builder, cue_text, event + float(rng.uniform(0.3, 0.6)))
+        cue = model_speaks(builder, cue_text, event + float(rng.uniform(0.3, 0.6)), event)
         duration = max(MIN_DURATION_S, cue.end_s + tail)
         if scene == "light":
             video = render.traffic_light(rng, event, duration, size=self.size, fps=self.fps)

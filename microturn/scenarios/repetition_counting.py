@@ -92,7 +92,7 @@ class RepetitionCounting(Scenario):
         ask_at = schedule.end_s + float(rng.uniform(0.5, 2.0))
         start, end = user_turn(builder, question, ask_at, driver)
         answer_text = pick(rng, ANSWERS[verb]).format(n=number_words(count))
-        answer = model_speaks(builder, answer_text, end + float(rng.uniform(0.3, 0.6)))
+        answer = model_speaks(builder, answer_text, end + float(rng.uniform(0.3, 0.6)), end)
         duration = max(MIN_DURATION_S, answer.end_s + float(rng.uniform(1.0, 2.5)))
         if duration > MAX_DURATION_S:
             raise ValueError(f"seed {seed}: episode would last {duration:.1f} s")

@@ -137,7 +137,7 @@ class TimeAwareness(Scenario):
     def _request(b: EpisodeBuilder, rng: Any, text: str, at: float, driver: str) -> float:
         """The user's request and the reference's acknowledgement; when the request ends."""
         _, end = user_turn(b, text, at, driver)
-        model_speaks(b, str(pick(rng, ACKS)), end + ACK_DELAY_S)
+        model_speaks(b, str(pick(rng, ACKS)), end + ACK_DELAY_S, heard_s=end)
         return end
 
     def _remind(self, b: EpisodeBuilder, rng: Any, at: float, driver: str) -> None:
@@ -170,7 +170,9 @@ class TimeAwareness(Scenario):
         if driver == "speech":
             stop_at -= lead_s(stop_text, b.user_voice)
         _, stop_end = user_turn(b, stop_text, stop_at, driver)
-        model_speaks(b, str(pick(rng, STOP_ACKS)), stop_end + rng.uniform(*STOP_ACK_DELAY_S))
+        model_speaks(
+            b, str(pick(rng, STOP_ACKS)), stop_end + rng.uniform(*STOP_ACK_DELAY_S), stop_end
+        )
         b.event(
             "request_end",
             end,
@@ -204,7 +206,7 @@ class TimeAwareness(Scenario):
         request = str(pick(rng, COUNT_REQUESTS)).format(n=_n_text(n, bool(rng.random() < 0.5)))
         _, end = user_turn(b, request, at, driver)
         # A short acknowledgement that ends well before the first number: heard apart.
-        model_speaks(b, COUNT_ACK, end + COUNT_ACK_DELAY_S)
+        model_speaks(b, COUNT_ACK, end + COUNT_ACK_DELAY_S, heard_s=end)
         expected = []
         for i, k in enumerate(range(n, 0, -1)):
             due = end + COUNT_FIRST_S + i

@@ -84,7 +84,7 @@ class TurnTaking(Scenario):
             text, replies = pick(rng, QUESTIONS if kind == "question" else STATEMENTS)
             kinds.append(kind)
             start, last_part, end = self._turn(b, rng, text, t, driver, bool(paused[i]))
-            reply = model_speaks(b, str(pick(rng, replies)), end + rng.uniform(*REPLY_DELAY_S))
+            reply = model_speaks(b, str(pick(rng, replies)), end + rng.uniform(*REPLY_DELAY_S), end)
             b.event("user_turn_end", end, turn=kind, start_s=start, last_part_s=last_part)
             t = reply.end_s + rng.uniform(*NEXT_TURN_GAP_S)
         ends = [e for e in b.events if e.kind == "user_turn_end"]

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from microturn.codecs.vision import VisionCodec
 from microturn.scenarios import get
 from microturn.scenarios.render import without_sensor_noise
+from microturn.stream.episode import Episode
 from microturn.stream.layout import Layout, MicroTurns, pack_episode
 from microturn.train.augment import augment_audio, mask_channels
 
@@ -166,3 +167,36 @@ def _flush(out: Path, index: int, batch: list[tuple[str, MicroTurns]]) -> Path:
     path = out / f"shard-{index:05d}.npz"
     save_shard(path, [t for _, t in batch], [s for s, _ in batch])
     return path
+
+
+# Ground-truth events after which the reference answers: what it answers is complete then.
+REPLY_CAUSES = ("user_turn_end", "request_end", "question_end", "visual_event", "result_arrived")
+NEAR_CAUSE_S = 0.5  # replies are looked for from this long before a cause on
+
+
+def reply_slacks(episode: Episode, turns: MicroTurns, layout: Layout) -> list[tuple[str, float]]:
+    """(cause, slack) for each cause of `episode`: when the micro-turn of the first
+    reference message from NEAR_CAUSE_S before the cause on that starts out of silence
+    is decided (input window t closes), minus when the cause was complete. Negative:
+    the data asks the model to answer what it has not yet heard or seen
+    (scenarios/base.heard_by_s prevents it)."""
+    import torch
+
+    from microturn.codecs.text import Special
+    from microturn.model.sampling import between_before
+    from microturn.train.evaluate import SPEECH_BIN
+
+    text = torch.from_numpy(turns.model_text.astype(np.int64))[None]
+    deciding = between_before(text)[0, :, 0].numpy()
+    # A reply starts out of silence; text that starts while the voice is still sounding
+    # is a message that waited its turn on a busy text track, not a decision.
+    loud = turns.model_audio.reshape(turns.n_turns, -1).max(1) >= SPEECH_BIN
+    was_quiet = np.concatenate([[True], ~loud[:-1]])
+    onsets = np.flatnonzero(deciding & (turns.model_text < Special.PAD).any(1) & was_quiet)
+    out = []
+    for e in episode.events:
+        if e.kind in REPLY_CAUSES:
+            near = onsets[layout.output_start_s(onsets) >= e.time_s - NEAR_CAUSE_S]
+            if len(near):
+                out.append((e.kind, (near[0] + 1) * layout.micro_turn_s - e.time_s))
+    return out
