@@ -7,7 +7,10 @@ request's end), as the scorer's): P(on time) = P(the model keeps quiet from the 
 the reference's previous message to d - tol) x P(it starts in [d - tol, d]), the latter
 stopping at the reference's own start (after it the context holds the reference's words).
 Quiet and start odds are the text head's P(PAD) at temperature 1 (`start_odds`).
-Printed: the mean over cues, all and by category, and the mean P(quiet until the window).
+Printed: the mean over cues, all and by category, and the mean P(quiet until the window);
+then, by driver, the mean per-micro-turn odds of starting (1 - P(PAD)) before the user
+starts, during the request, and in the 0.6 s after it ends (up to the reference's
+acknowledgement): a model that does not wait for the end of a request talks during it.
 
 Usage: python scripts/cue-timing.py MODEL SET[,SET...]   (sets: microturn data's DIR/eval,
 or a time-awareness-only set written with microturn.train.evaluate.write_eval_set)
@@ -20,19 +23,45 @@ from pathlib import Path
 import numpy as np
 
 from microturn.model import from_pretrained
-from microturn.train.evaluate import load_eval_set, start_odds
+from microturn.stream.episode import Episode
+from microturn.train.evaluate import StartOdds, load_eval_set, start_odds
 
 TOLERANCE_S, TOLERANCE_SHARE = 0.5, 0.15  # the scorer's (scenarios/time_awareness.py)
+
+
+AFTER_S = 0.6
+
+
+def request_hazards(ep: Episode, odds: StartOdds) -> dict[str, list[float]]:
+    """Per-micro-turn odds of starting before, during and just after the request."""
+    end = next(e for e in ep.events if e.kind == "request_end").time_s
+    first = ep.user_text[0].time_s if ep.user_text else ep.user_speech[0].start_s
+    t, hazard = odds.times_s, 1 - odds.p_quiet
+    out = {}
+    for name, lo, hi in (
+        ("before", 0.0, first),
+        ("during", first, end),
+        ("after", end, end + AFTER_S),
+    ):
+        idx = np.flatnonzero((t >= lo) & (t < hi) & odds.deciding)
+        if name == "after":  # up to the reference's acknowledgement
+            onset = idx[odds.writes[idx]]
+            idx = idx[idx <= onset[0]] if len(onset) else idx
+        out[name] = hazard[idx].tolist()
+    return out
 
 
 def main() -> None:
     model = from_pretrained(Path(sys.argv[1])).eval()
     rows: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    hazards: dict[tuple[str, str], list[float]] = defaultdict(list)
     for s in sys.argv[2].split(","):
         for ep, turns in load_eval_set(Path(s), model.layout):
             if ep.scenario != "time_awareness":
                 continue
             odds = start_odds(model, turns)
+            for name, values in request_hazards(ep, odds).items():
+                hazards[(ep.meta["driver"], name)] += values
             for e in (e for e in ep.events if e.kind == "request_end"):
                 for due, _ in e.data["expected"]:
                     tol = max(TOLERANCE_S, TOLERANCE_SHARE * (due - e.time_s))
@@ -46,6 +75,13 @@ def main() -> None:
         print(
             f"  {name}: {len(v)} cues, P(on time) {on:.3f}, P(quiet until the window) {quiet:.3f}"
         )
+    for driver in ("speech", "text"):
+        said = ", ".join(
+            f"{name} {np.mean(hazards[(driver, name)]):.3f}"
+            for name in ("before", "during", "after")
+            if hazards[(driver, name)]
+        )
+        print(f"  odds of starting per micro-turn, {driver} requests: {said}")
 
 
 if __name__ == "__main__":
