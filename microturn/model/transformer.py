@@ -599,9 +599,10 @@ class InteractionModel(nn.Module):
         state._put(state.turns, state.current_turns() + n)
 
     def with_clock(self, octaves: int) -> InteractionModel:
-        """This model with a clock of `octaves` (0: none). A new clock starts at zero, so
-        the grown model computes exactly what this one did until training moves it:
-        fine-tuning a trained model to read time keeps everything else it knows."""
+        """This model with a clock of `octaves` (0: none; the same count: this model).
+        A new clock starts at zero, so a model grown from one without a clock computes
+        exactly what it did until training moves it: fine-tuning a trained model to read
+        time keeps everything else it knows. (A clock of another size is replaced.)"""
         if octaves == self.cfg.clock_octaves:
             return self
         p = next(self.parameters())

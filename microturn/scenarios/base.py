@@ -353,9 +353,16 @@ def model_speaks(
     return b.model_says(text, begin)
 
 
+def seen_s(frame_s: float, layout: Layout = TEXT_LAYOUT) -> float:
+    """When a camera frame shown at `frame_s` has reached the model: the end of the input
+    window it falls in (a frame on a window's boundary belongs to the window it opens).
+    What a reply to something seen is `heard_s`."""
+    return (layout.input_turn(frame_s) + 1) * layout.micro_turn_s
+
+
 def heard_by_s(heard_s: float, layout: Layout = TEXT_LAYOUT) -> float:
     """The earliest time a reply's sound may start when what it answers was complete at
-    `heard_s` (the user's last word, a typed message's arrival, a camera event).
+    `heard_s` (the user's last word, a typed message's arrival, a camera frame's `seen_s`).
 
     Why: the model writes a reply's text in the micro-turn where its sound starts, and
     output t is decided when input window t closes. A reply whose sound (the voice's

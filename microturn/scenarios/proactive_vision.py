@@ -41,6 +41,7 @@ from microturn.scenarios.base import (
     model_speaks,
     pick,
     rng_for,
+    seen_s,
     user_turn,
     user_voice,
 )
@@ -136,7 +137,7 @@ class ProactiveVision(Scenario):
         if latest < earliest:
             raise ValueError(f"seed {seed}: the request leaves no room for the event")
         event = render.snap_to_frame(end + float(rng.uniform(earliest, latest)), self.fps)
-        cue = model_speaks(builder, cue_text, event + float(rng.uniform(0.3, 0.6)), event)
+        cue = model_speaks(builder, cue_text, event + float(rng.uniform(0.3, 0.6)), seen_s(event))
         duration = max(MIN_DURATION_S, cue.end_s + tail)
         if scene == "light":
             video = render.traffic_light(rng, event, duration, size=self.size, fps=self.fps)

@@ -184,6 +184,7 @@ def reply_slacks(episode: Episode, turns: MicroTurns, layout: Layout) -> list[tu
 
     from microturn.codecs.text import Special
     from microturn.model.sampling import between_before
+    from microturn.scenarios.base import seen_s
     from microturn.train.evaluate import SPEECH_BIN
 
     text = torch.from_numpy(turns.model_text.astype(np.int64))[None]
@@ -198,5 +199,7 @@ def reply_slacks(episode: Episode, turns: MicroTurns, layout: Layout) -> list[tu
         if e.kind in REPLY_CAUSES:
             near = onsets[layout.output_start_s(onsets) >= e.time_s - NEAR_CAUSE_S]
             if len(near):
-                out.append((e.kind, (near[0] + 1) * layout.micro_turn_s - e.time_s))
+                # a camera event is complete when the window showing its frame closes
+                done = seen_s(e.time_s, layout) if e.kind == "visual_event" else e.time_s
+                out.append((e.kind, (near[0] + 1) * layout.micro_turn_s - done))
     return out
