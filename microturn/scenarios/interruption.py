@@ -32,6 +32,7 @@ from microturn.scenarios.base import (
     Scenario,
     check_driver,
     episode_length,
+    heard_by_s,
     lead_s,
     model_speaks,
     pick,
@@ -260,7 +261,8 @@ class Interruption(Scenario):
 
         # Lay the answer out on paper first: where each sentence's words would be.
         plan = []
-        t = req_end + rng.uniform(*ANSWER_DELAY_S)
+        # The answer waits until the request has been heard, as every reply does.
+        t = max(req_end + rng.uniform(*ANSWER_DELAY_S), heard_by_s(req_end) + lead_s(sentences[0]))
         for sentence in sentences:
             speech = synthesize(sentence, MODEL_VOICE)
             lead = lead_s(sentence)
@@ -308,6 +310,7 @@ class Interruption(Scenario):
             reply, reached = answer, None
         finished = max(user_end, onset + STOP_WINDOW_S)
         reply_seg = model_speaks(b, reply, finished + rng.uniform(*REPLY_DELAY_S), finished)
+        b.event("request_end", req_end)
         b.event(
             "interrupt",
             onset,
