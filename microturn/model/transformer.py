@@ -149,14 +149,15 @@ class Clock(nn.Module):
     def __init__(self, octaves: int, layout: Layout, d_model: int) -> None:
         super().__init__()
         self.slots_per_turn = layout.slots_per_turn
-        self.periods = [2.0 * 2.0**k for k in range(octaves)]  # in micro-turns
+        # In micro-turns; integers, so casting the model to half precision leaves them be.
+        periods = 2 ** torch.arange(1, octaves + 1)
+        self.register_buffer("periods", periods, persistent=False)
         self.proj = nn.Linear(2 * octaves, d_model, bias=False)
 
     def forward(self, positions: Tensor, dtype: torch.dtype) -> Tensor:
         """Positions [B, T] -> [B, T, d]; float64 phases stay exact hours into a session."""
         turns = torch.div(positions, self.slots_per_turn, rounding_mode="floor")
-        angular = 2 * math.pi / torch.tensor(self.periods, dtype=torch.float64)
-        angles = turns.to(torch.float64)[..., None] * angular.to(positions.device)
+        angles = turns.to(torch.float64)[..., None] * (2 * math.pi / self.periods.double())
         features = torch.cat([angles.sin(), angles.cos()], dim=-1).to(dtype)
         return self.proj(features)
 
