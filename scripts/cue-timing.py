@@ -23,11 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from microturn.model import from_pretrained
+from microturn.scenarios.scoring import tolerance_s
 from microturn.stream.episode import Episode
 from microturn.train.evaluate import StartOdds, load_eval_set, start_odds
-
-TOLERANCE_S, TOLERANCE_SHARE = 0.5, 0.15  # the scorer's (scenarios/time_awareness.py)
-
 
 AFTER_S = 0.6
 
@@ -36,19 +34,8 @@ def request_hazards(ep: Episode, odds: StartOdds) -> dict[str, list[float]]:
     """Per-micro-turn odds of starting before, during and just after the request."""
     end = next(e for e in ep.events if e.kind == "request_end").time_s
     first = ep.user_text[0].time_s if ep.user_text else ep.user_speech[0].start_s
-    t, hazard = odds.times_s, 1 - odds.p_quiet
-    out = {}
-    for name, lo, hi in (
-        ("before", 0.0, first),
-        ("during", first, end),
-        ("after", end, end + AFTER_S),
-    ):
-        idx = np.flatnonzero((t >= lo) & (t < hi) & odds.deciding)
-        if name == "after":  # up to the reference's acknowledgement
-            onset = idx[odds.writes[idx]]
-            idx = idx[idx <= onset[0]] if len(onset) else idx
-        out[name] = hazard[idx].tolist()
-    return out
+    windows = {"before": (0.0, first), "during": (first, end), "after": (end, end + AFTER_S)}
+    return {name: (1 - odds.p_quiet[odds.decisions(*w)]).tolist() for name, w in windows.items()}
 
 
 def main() -> None:
@@ -64,7 +51,7 @@ def main() -> None:
                 hazards[(ep.meta["driver"], name)] += values
             for e in (e for e in ep.events if e.kind == "request_end"):
                 for due, _ in e.data["expected"]:
-                    tol = max(TOLERANCE_S, TOLERANCE_SHARE * (due - e.time_s))
+                    tol = tolerance_s(due - e.time_s)
                     quiet = odds.quiet_since_last_message(due - tol)
                     start = odds.odds_of_start(due - tol, due + tol) or 0.0
                     rows[e.data["category"]].append((quiet * start, quiet))

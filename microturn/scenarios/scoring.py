@@ -75,10 +75,15 @@ def says(segment_text: str, expected: str) -> bool:
     return needle.strip() != "" and needle in hay
 
 
+def tolerance_s(target_s: float, relative: float = 0.15, floor_s: float = 0.5) -> float:
+    """How far from `target_s` (measured from the cue the timing refers to) still counts
+    as on time: max(floor, relative * target)."""
+    return max(floor_s, relative * abs(target_s))
+
+
 def within(actual_s: float, target_s: float, relative: float = 0.15, floor_s: float = 0.5) -> bool:
-    """Timing check used across scenarios: |actual - target| <= max(floor, relative * target)
-    where `target` is measured from the cue the timing refers to."""
-    return abs(actual_s - target_s) <= max(floor_s, relative * abs(target_s))
+    """Timing check used across scenarios: |actual - target| <= `tolerance_s`."""
+    return abs(actual_s - target_s) <= tolerance_s(target_s, relative, floor_s)
 
 
 def segments_between(timeline: Timeline, start_s: float, end_s: float) -> list[SpeechSegment]:

@@ -180,20 +180,15 @@ def reply_slacks(episode: Episode, turns: MicroTurns, layout: Layout) -> list[tu
     is decided (input window t closes), minus when the cause was complete. Negative:
     the data asks the model to answer what it has not yet heard or seen
     (scenarios/base.heard_by_s prevents it)."""
-    import torch
-
-    from microturn.codecs.text import Special
-    from microturn.model.sampling import between_before
     from microturn.scenarios.base import seen_s
-    from microturn.train.evaluate import SPEECH_BIN
+    from microturn.train.evaluate import SPEECH_BIN, reference_decisions
 
-    text = torch.from_numpy(turns.model_text.astype(np.int64))[None]
-    deciding = between_before(text)[0, :, 0].numpy()
+    deciding, writes = reference_decisions(turns)
     # A reply starts out of silence; text that starts while the voice is still sounding
     # is a message that waited its turn on a busy text track, not a decision.
     loud = turns.model_audio.reshape(turns.n_turns, -1).max(1) >= SPEECH_BIN
     was_quiet = np.concatenate([[True], ~loud[:-1]])
-    onsets = np.flatnonzero(deciding & (turns.model_text < Special.PAD).any(1) & was_quiet)
+    onsets = np.flatnonzero(deciding & writes & was_quiet)
     out = []
     for e in episode.events:
         if e.kind in REPLY_CAUSES:

@@ -207,13 +207,17 @@ class StartOdds:
     writes: np.ndarray  # [N] bool: the reference writes text in t (where deciding: a start)
     times_s: np.ndarray  # [N]
 
-    def odds_of_start(self, lo_s: float, hi_s: float) -> float | None:
-        """P(a start in [lo, hi)) up to the reference's own start in it (after that, the
-        context holds the reference's words); None where no decision falls there."""
+    def decisions(self, lo_s: float, hi_s: float) -> np.ndarray:
+        """The micro-turns in [lo, hi) that decide, up to the reference's own start in
+        the window (after that, the context holds the reference's words)."""
         idx = np.flatnonzero((self.times_s >= lo_s) & (self.times_s < hi_s) & self.deciding)
         onset = idx[self.writes[idx]]
-        if len(onset):
-            idx = idx[idx <= onset[0]]
+        return idx[idx <= onset[0]] if len(onset) else idx
+
+    def odds_of_start(self, lo_s: float, hi_s: float) -> float | None:
+        """P(a start in [lo, hi)), up to the reference's own start; None where no
+        decision falls there."""
+        idx = self.decisions(lo_s, hi_s)
         return float(1 - np.prod(self.p_quiet[idx])) if len(idx) else None
 
     def quiet_since_last_message(self, before_s: float) -> float:
@@ -230,11 +234,18 @@ def start_odds(model: InteractionModel, turns: MicroTurns) -> StartOdds:
     batch = to_batch([turns], next(model.parameters()).device)
     logits, _ = model(batch)
     p_quiet = logits.model_text[0, :, 0].float().softmax(-1)[:, Special.PAD].cpu().numpy()
-    text = batch["model_text"]
-    deciding = between_before(text)[0, :, 0].cpu().numpy()
-    writes = (text[0] < Special.PAD).any(1).cpu().numpy()
+    deciding, writes = reference_decisions(turns)
     times = np.array([model.layout.output_start_s(t) for t in range(turns.n_turns)])
     return StartOdds(p_quiet, deciding, writes, times)
+
+
+def reference_decisions(turns: MicroTurns) -> tuple[np.ndarray, np.ndarray]:
+    """Per micro-turn of a recorded episode: whether its first text slot is a decision
+    (no reference message open) and whether the reference writes text in it (where
+    deciding: the reference starts a message)."""
+    text = torch.from_numpy(turns.model_text.astype(np.int64))[None]
+    deciding = between_before(text)[0, :, 0].numpy()
+    return deciding, (turns.model_text < Special.PAD).any(1)
 
 
 def _get(scores: dict[str, float], key: str) -> float:
