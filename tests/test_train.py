@@ -503,6 +503,9 @@ def test_training_report_plots_losses_and_evaluations(tmp_path) -> None:
     log.write_text("\n".join(json.dumps(r) for r in steps + evals))
     png = plot_log(log, tmp_path / "run.png")
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+    # a run without --eval-data (the GPU runs) plots its losses and says it has no evaluation
+    log.write_text("\n".join(json.dumps(r) for r in steps))
+    assert plot_log(log, tmp_path / "no-eval.png").read_bytes()[:4] == b"\x89PNG"
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(ValueError, match="no training steps"):
         plot_log(tmp_path / "empty.jsonl", tmp_path / "x.png")

@@ -41,6 +41,10 @@ def plot_log(log: Path, png: Path) -> Path:
         right.plot(ex, [r["eval_score"] for r in evals], "k--", lw=2, label="mean (headline)")
         right.set_ylim(-1.05, 1.05)
         right.legend(fontsize=7)
+    else:  # a run without --eval-data: say so rather than show empty axes
+        right.text(0.5, 0.5, "no in-loop evaluation in this run", ha="center", va="center")
+        right.set_xticks([])
+        right.set_yticks([])
     right.set_xlabel("step")
     right.set_title("free-running evaluation, text view (headline per scenario)")
     fig.tight_layout()
