@@ -8,6 +8,10 @@
 # last checkpoint.)
 # (carry data/train and data/eval; the machine has torch but no librosa or synthesizers,
 # which training does not need.)
+# A later call's working tree drops what an earlier call carried: to train on more than
+# one call can carry (64 MiB), copy a carried set to the machine's /tmp in one call
+# (cp -r data/train /tmp/set1) and name /tmp/set1,data2/train in the next. EVAL may be ""
+# (no in-loop evaluation: every second goes to steps).
 set -eu
 DATA=$1; EVAL=$2; STEPS=$3; LIMIT=$4; shift 4
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
