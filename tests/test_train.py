@@ -492,7 +492,7 @@ def test_resume_without_a_run_and_zero_intervals_are_errors(tmp_path) -> None:
 
 
 def test_training_report_plots_losses_and_evaluations(tmp_path) -> None:
-    from microturn.train.report import plot_log
+    from microturn.train.report import NO_EVALUATION, draw_log, plot_log
 
     log = tmp_path / "log.jsonl"
     steps = [
@@ -506,6 +506,10 @@ def test_training_report_plots_losses_and_evaluations(tmp_path) -> None:
     # a run without --eval-data (the GPU runs) plots its losses and says it has no evaluation
     log.write_text("\n".join(json.dumps(r) for r in steps))
     assert plot_log(log, tmp_path / "no-eval.png").read_bytes()[:4] == b"\x89PNG"
+    loss_panel, eval_panel = draw_log(steps).axes
+    assert len(loss_panel.lines) == 1 + 3  # total and each head
+    assert [t.get_text() for t in eval_panel.texts] == [NO_EVALUATION]
+    assert NO_EVALUATION not in [t.get_text() for t in draw_log(steps + evals).axes[1].texts]
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(ValueError, match="no training steps"):
         plot_log(tmp_path / "empty.jsonl", tmp_path / "x.png")

@@ -11,18 +11,23 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from microturn.train.evaluate import HEADLINE
 
 HEADS = ("model_action", "model_text", "model_audio")
 
 
-def plot_log(log: Path, png: Path) -> Path:
-    records = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+NO_EVALUATION = "no in-loop evaluation in this run"
+
+
+def draw_log(records: list[dict]) -> Figure:
+    """The figure of a run's log records (kept apart from the file I/O so what it shows
+    can be checked)."""
     steps = [r for r in records if "loss" in r]
     evals = [r for r in records if "eval" in r]
     if not steps:
-        raise ValueError(f"{log}: no training steps logged")
+        raise ValueError("no training steps logged")
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     x = [r["step"] for r in steps]
     left.plot(x, [r["loss"] for r in steps], label="total (weighted)", color="black")
@@ -42,12 +47,21 @@ def plot_log(log: Path, png: Path) -> Path:
         right.set_ylim(-1.05, 1.05)
         right.legend(fontsize=7)
     else:  # a run without --eval-data: say so rather than show empty axes
-        right.text(0.5, 0.5, "no in-loop evaluation in this run", ha="center", va="center")
+        right.text(0.5, 0.5, NO_EVALUATION, ha="center", va="center")
         right.set_xticks([])
         right.set_yticks([])
     right.set_xlabel("step")
     right.set_title("free-running evaluation, text view (headline per scenario)")
     fig.tight_layout()
+    return fig
+
+
+def plot_log(log: Path, png: Path) -> Path:
+    records = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+    try:
+        fig = draw_log(records)
+    except ValueError as err:
+        raise ValueError(f"{log}: {err}") from err
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
     plt.close(fig)
