@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from microturn.model import from_pretrained
+from microturn.scenarios.turn_taking import LATENCY_BAR_S
 from microturn.train.evaluate import load_eval_set, start_odds
 
-LATENCY_BAR_S = 0.4
 ANTICIPATE_S = 0.2
 
 

@@ -15,11 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from microturn.model import from_pretrained
-from microturn.scenarios import get
 from microturn.scenarios.scoring import speaking_at
+from microturn.scenarios.turn_taking import LATENCY_BAR_S, SCENARIO
 from microturn.train.evaluate import load_eval_set, timelines
-
-LATENCY_BAR_S = 0.4
 
 
 def main(model_dir: str, set_dir: str, seed: int = 0) -> None:
@@ -34,9 +32,7 @@ def main(model_dir: str, set_dir: str, seed: int = 0) -> None:
     for (episode, _), timeline in zip(eval_set, timelines(model, eval_set, seed=seed), strict=True):
         message_s += [s.end_s - s.start_s for s in timeline.speech]
         ends = [e for e in episode.events if e.kind == "user_turn_end"]
-        for end, turn in zip(
-            ends, get("turn_taking").score(episode, timeline)["turns"], strict=True
-        ):
+        for end, turn in zip(ends, SCENARIO.score(episode, timeline)["turns"], strict=True):
             if turn["taken"]:
                 latency = turn["latency_s"]
                 latencies.append(latency)

@@ -64,6 +64,7 @@ NEXT_TURN_GAP_S = (0.6, 1.2)  # after the reference reply ends
 # Scoring windows.
 TAKE_WINDOW_S = 3.0  # a reply must start within this long after the user's turn ends ...
 ANTICIPATE_S = 0.5  # ... or up to this much before it (an early start still takes the turn)
+LATENCY_BAR_S = 0.4  # issue #6's bar on latency_median_s: a reply this soon is on time
 
 
 class TurnTaking(Scenario):
