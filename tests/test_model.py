@@ -16,7 +16,7 @@ from microturn.model import (
     to_batch,
 )
 from microturn.model.batch import INPUT_KEYS
-from microturn.stream.layout import OUTPUT_TRACKS, Layout, MicroTurns
+from microturn.stream.layout import OUTPUT_TRACKS, Layout, MicroTurns, Track
 
 TINY = ModelConfig.preset("tiny")
 OUTPUT_KEYS = [t.value for t in OUTPUT_TRACKS]
@@ -59,9 +59,18 @@ def test_parameter_counts() -> None:
     assert 10_000_000 < small_total < 300_000_000
 
 
-@pytest.mark.parametrize("ffn,clock", [("moe", 0), ("dense", 0), ("moe", 7)])
-def test_streaming_step_matches_full_forward(ffn: str, clock: int) -> None:
-    cfg = replace(TINY, ffn=ffn, n_shared_experts=1 if ffn == "moe" else 0, clock_octaves=clock)
+@pytest.mark.parametrize(
+    "ffn,clock,history",
+    [("moe", 0, False), ("dense", 0, False), ("moe", 7, False), ("moe", 0, True)],
+)
+def test_streaming_step_matches_full_forward(ffn: str, clock: int, history: bool) -> None:
+    cfg = replace(
+        TINY,
+        ffn=ffn,
+        n_shared_experts=1 if ffn == "moe" else 0,
+        clock_octaves=clock,
+        text_history=history,
+    )
     model = make_model(cfg)
     n = 7
     batch = to_batch([random_turns(cfg.layout, n, 1), random_turns(cfg.layout, n, 2)])
@@ -79,8 +88,9 @@ def test_streaming_step_matches_full_forward(ffn: str, clock: int) -> None:
     assert state.lengths.tolist() == [n * cfg.layout.slots_per_turn - 9] * 2
 
 
-def test_streams_of_different_lengths_step_together() -> None:
-    model = make_model()
+@pytest.mark.parametrize("history", [False, True])
+def test_streams_of_different_lengths_step_together(history: bool) -> None:
+    model = make_model(replace(TINY, text_history=history))
     lay = TINY.layout
     turns = [random_turns(lay, 6, s) for s in range(3)]
     fulls = []
@@ -408,12 +418,12 @@ def test_windowed_training_forward_matches_streaming_past_the_window() -> None:
 
 
 def test_a_grown_clock_starts_silent_and_is_saved(tmp_path) -> None:
-    """with_clock keeps what a trained model computes (the clock starts at zero), and a
+    """grow(clock_octaves=...) keeps what a trained model computes (the clock starts at zero), and a
     clocked checkpoint loads back with its clock."""
     model = make_model()
     batch = to_batch(random_turns(TINY.layout, 4, 3))
-    grown = model.with_clock(7)
-    assert grown.cfg.clock_octaves == 7 and model.with_clock(0) is model
+    grown = model.grow(clock_octaves=7)
+    assert grown.cfg.clock_octaves == 7 and model.grow(clock_octaves=0) is model
     with torch.no_grad():
         for track in OUTPUT_TRACKS:
             assert torch.equal(model(batch)[0].track(track), grown(batch)[0].track(track))
@@ -441,10 +451,11 @@ def test_the_clock_reads_micro_turns_off_positions() -> None:
     assert torch.allclose(per_turn[8], per_turn[0], atol=1e-6)  # period 2^3
 
 
-def test_prefill_then_step_matches_streaming() -> None:
+@pytest.mark.parametrize("history", [False, True])
+def test_prefill_then_step_matches_streaming(history: bool) -> None:
     """Prefilling recorded micro-turns (in two pieces) leaves the state a streamed run
     would have."""
-    model = make_model()
+    model = make_model(replace(TINY, text_history=history))
     batch = to_batch(random_turns(TINY.layout, 5, 8))
     streamed = model.new_state(1)
     for t in range(4):
@@ -457,3 +468,42 @@ def test_prefill_then_step_matches_streaming() -> None:
     a = model.step(streamed, split(batch, 4)[0], teacher=split(batch, 4)[1])
     b = model.step(prefilled, split(batch, 4)[0], teacher=split(batch, 4)[1])
     assert torch.allclose(a.logits.model_audio, b.logits.model_audio, atol=1e-4)
+
+
+def test_text_history_reads_the_previous_micro_turns_text(tmp_path) -> None:
+    """With text_history, what the depth decoder writes in micro-turn t depends on the
+    text of t - 1 through its own input, not only through the main model; a reused
+    stream row starts from no text; grow adds the history to a trained model keeping
+    every other weight, and the checkpoint loads back with it."""
+    model = make_model()
+    grown = model.grow(text_history=True)
+    assert grown.cfg.text_history and grown.depth.history is not None
+    assert model.grow(text_history=False) is model
+    kept = model.state_dict()
+    assert all(torch.equal(v, grown.state_dict()[k]) for k, v in kept.items())
+    torch.nn.init.normal_(grown.depth.history.weight, std=0.5)
+    turns = random_turns(TINY.layout, 3, 4)
+    batch = to_batch(turns)
+    context = torch.randn(1, TINY.d_model)
+    written = torch.zeros(1, 0, TINY.d_model)
+    text = batch["model_text"]
+    hist = [grown.embed.track(Track.MODEL_TEXT, text[:, i : i + 1])[:, 0] for i in (0, 1)]
+    assert not torch.equal(text[:, 0], text[:, 1])
+    with torch.no_grad():
+        a, b = (grown.depth.hidden(context, written, h) for h in hist)
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="history"):
+        grown.depth.hidden(context, written)
+    # A reused row (reset after another conversation) computes what a fresh state does.
+    state = grown.new_state(1)
+    for t in range(3):
+        grown.step(state, split(batch, t)[0], teacher=split(batch, t)[1])
+    state.reset_rows([0])
+    fresh = grown.new_state(1)
+    x = grown.step(state, split(batch, 0)[0], teacher=split(batch, 0)[1])
+    y = grown.step(fresh, split(batch, 0)[0], teacher=split(batch, 0)[1])
+    assert torch.allclose(x.logits.model_text, y.logits.model_text, atol=1e-5)
+    save_pretrained(grown, tmp_path / "history")
+    loaded = from_pretrained(tmp_path / "history")
+    with torch.no_grad():
+        assert torch.equal(loaded(batch)[0].model_text, grown(batch)[0].model_text)

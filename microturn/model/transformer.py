@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -306,7 +307,8 @@ class Block(nn.Module):
 class DepthDecoder(nn.Module):
     """Writes one micro-turn's output slots, one after another, from the main model's
     state at the last input slot: a small causal transformer over [context, slot 0,
-    slot 1, ...] whose position j predicts output slot j."""
+    slot 1, ...] whose position j predicts output slot j. With `text_history` the
+    previous micro-turn's text slots come first: [text -1 ..., context, slot 0, ...]."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -319,6 +321,7 @@ class DepthDecoder(nn.Module):
         self.context = nn.Linear(cfg.d_model, dd)
         self.slot_in = nn.Linear(cfg.d_model, dd, bias=False)
         self.slots = nn.Embedding(self.n_out, dd)
+        self.history = nn.Embedding(lay.slots(Track.MODEL_TEXT), dd) if cfg.text_history else None
         self.blocks = nn.ModuleList(
             [
                 Block(dd, cfg.depth_heads, cfg.depth_heads, SwiGLU(dd, cfg.depth_d_ff), cfg)
@@ -335,17 +338,23 @@ class DepthDecoder(nn.Module):
             }
         )
 
-    def hidden(self, context: Tensor, previous: Tensor) -> Tensor:
+    def hidden(self, context: Tensor, previous: Tensor, history: Tensor | None = None) -> Tensor:
         """context [M, d_model], previous output-slot embeddings [M, j, d_model] ->
-        depth states [M, j + 1, depth_d_model]; state j predicts output slot j."""
+        depth states [M, j + 1, depth_d_model]; state j predicts output slot j.
+        history: the previous micro-turn's text-slot embeddings [M, text slots, d_model],
+        which a model with `text_history` needs."""
         x = torch.cat([self.context(context)[:, None], self.slot_in(previous)], dim=1)
         n = x.shape[1]
         x = x + self.slots.weight[:n]
-        positions = torch.arange(n, device=x.device).expand(x.shape[0], n)
+        if self.history is not None:
+            if history is None:
+                raise ValueError("this depth decoder reads the previous text slots: pass history")
+            x = torch.cat([self.slot_in(history) + self.history.weight, x], dim=1)
+        positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
         rope = rotary_angles(positions, self.head_dim, self.theta, x.dtype)
         for i, block in enumerate(self.blocks):
             x, _ = block(x, rope, None, i)
-        return self.norm(x)
+        return self.norm(x[:, -n:])
 
     def head(self, track: Track, h: Tensor) -> Tensor:
         logits = self.heads[track.value](h)
@@ -425,6 +434,14 @@ class InteractionModel(nn.Module):
         """Output tracks [B, N, slots, ...] -> embeddings [B, N, slots, d] per track."""
         return {t: self.embed.track(t, values[t.value]) for t in OUTPUT_TRACKS}
 
+    def _text_history(self, before: Tensor) -> Tensor | None:
+        """What the depth decoder reads of the text written in the micro-turn before each
+        one: ids [B, N, text slots] -> embeddings [B * N, text slots, d] (None without
+        `text_history`)."""
+        if not self.cfg.text_history:
+            return None
+        return self.embed.track(Track.MODEL_TEXT, before).flatten(0, 1)
+
     def _in_slot_order(self, per_track: dict[Track, Tensor], tracks: tuple[Track, ...]) -> Tensor:
         """{track: [B, N, slots, d]} -> [B, N * slots, d] in the layout's order."""
         b = next(iter(per_track.values())).shape[0]
@@ -453,7 +470,10 @@ class InteractionModel(nn.Module):
         h, aux = self._blocks(x, positions, None, mask)
         context = h.view(b, n, lay.slots_per_turn, -1)[:, :, lay.input_slots - 1]
         written = self._in_slot_order(outputs, OUTPUT_TRACKS).view(b * n, -1, self.cfg.d_model)
-        depth = self.depth.hidden(context.flatten(0, 1), written[:, :-1])  # [B*N, O, dd]
+        text = batch[Track.MODEL_TEXT.value]
+        before = torch.cat([torch.full_like(text[:, :1], Special.PAD), text[:, :-1]], dim=1)
+        history = self._text_history(before)
+        depth = self.depth.hidden(context.flatten(0, 1), written[:, :-1], history)  # [B*N, O, dd]
         logits = self.depth.logits(depth.view(b, n, *depth.shape[1:]))
         return Logits(**logits), aux
 
@@ -543,6 +563,10 @@ class InteractionModel(nn.Module):
         h, _ = self._blocks(x, positions, state)
         state.commit(valid)
         context = h[:, -1]
+        # A stream's first micro-turn follows no text, whatever a reused row still holds.
+        before = pending[Track.MODEL_TEXT.value]
+        first = (state.current_turns() == 0)[:, None, None]
+        history = self._text_history(torch.where(first, Special.PAD, before))
         values: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
         logits: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
         written = context.new_zeros(b, 0, context.shape[-1])
@@ -554,7 +578,7 @@ class InteractionModel(nn.Module):
             fresh = state.current_turns() == 0
             between = between_after(pending[Track.MODEL_TEXT.value][:, 0]) | fresh
         for t, i in lay.output_slots():
-            logit = self.depth.head(t, self.depth.hidden(context, written)[:, -1])
+            logit = self.depth.head(t, self.depth.hidden(context, written, history)[:, -1])
             if teacher is not None:
                 value = teacher[t.value][:, 0, i]
             elif t is Track.MODEL_TEXT and bias:
@@ -599,20 +623,32 @@ class InteractionModel(nn.Module):
         state.set_pending({t.value: batch[t.value][:, -1] for t in OUTPUT_TRACKS})
         state._put(state.turns, state.current_turns() + n)
 
-    def with_clock(self, octaves: int) -> InteractionModel:
-        """This model with a clock of `octaves` (0: none; the same count: this model).
-        A new clock starts at zero, so a model grown from one without a clock computes
-        exactly what it did until training moves it: fine-tuning a trained model to read
-        time keeps everything else it knows. (A clock of another size is replaced.)"""
-        if octaves == self.cfg.clock_octaves:
+    def grow(
+        self, *, clock_octaves: int | None = None, text_history: bool | None = None
+    ) -> InteractionModel:
+        """This model with a clock of `clock_octaves` (0: none) and/or the depth
+        decoder's text history; None or the model's own setting changes nothing (no
+        change at all: this model). A new clock starts at zero, so a model grown from one
+        without a clock computes exactly what it did until training moves it:
+        fine-tuning a trained model to read time keeps everything else it knows (a clock
+        of another size is replaced). A new text history is read at once (the depth
+        decoder's attention spreads over it): fine-tune before trusting the outputs."""
+        changes: dict[str, Any] = {}
+        if clock_octaves is not None and clock_octaves != self.cfg.clock_octaves:
+            changes["clock_octaves"] = clock_octaves
+        if text_history is not None and text_history != self.cfg.text_history:
+            changes["text_history"] = text_history
+        if not changes:
             return self
+        prefix = {"clock_octaves": "clock.", "text_history": "depth.history."}
+        new_parts = tuple(prefix[name] for name in changes)
         p = next(self.parameters())
         with torch.device(p.device):
-            grown = InteractionModel(replace(self.cfg, clock_octaves=octaves)).to(p.dtype)
-        kept = {k: v for k, v in self.state_dict().items() if not k.startswith("clock.")}
+            grown = InteractionModel(replace(self.cfg, **changes)).to(p.dtype)
+        kept = {k: v for k, v in self.state_dict().items() if not k.startswith(new_parts)}
         missing, unexpected = grown.load_state_dict(kept, strict=False)
-        assert not unexpected and all(k.startswith("clock.") for k in missing), missing
-        if grown.clock is not None:
+        assert not unexpected and all(k.startswith(new_parts) for k in missing), missing
+        if "clock_octaves" in changes and grown.clock is not None:
             nn.init.zeros_(grown.clock.proj.weight)
         return grown.train(self.training)
 
