@@ -16,7 +16,7 @@ from microturn.model import (
     to_batch,
 )
 from microturn.model.batch import INPUT_KEYS
-from microturn.stream.layout import OUTPUT_TRACKS, Layout, MicroTurns, Track
+from microturn.stream.layout import OUTPUT_TRACKS, Layout, MicroTurns
 
 TINY = ModelConfig.preset("tiny")
 OUTPUT_KEYS = [t.value for t in OUTPUT_TRACKS]
@@ -69,7 +69,7 @@ def test_streaming_step_matches_full_forward(ffn: str, clock: int, history: bool
         ffn=ffn,
         n_shared_experts=1 if ffn == "moe" else 0,
         clock_octaves=clock,
-        text_history=history,
+        output_history=history,
     )
     model = make_model(cfg)
     n = 7
@@ -90,7 +90,7 @@ def test_streaming_step_matches_full_forward(ffn: str, clock: int, history: bool
 
 @pytest.mark.parametrize("history", [False, True])
 def test_streams_of_different_lengths_step_together(history: bool) -> None:
-    model = make_model(replace(TINY, text_history=history))
+    model = make_model(replace(TINY, output_history=history))
     lay = TINY.layout
     turns = [random_turns(lay, 6, s) for s in range(3)]
     fulls = []
@@ -455,7 +455,7 @@ def test_the_clock_reads_micro_turns_off_positions() -> None:
 def test_prefill_then_step_matches_streaming(history: bool) -> None:
     """Prefilling recorded micro-turns (in two pieces) leaves the state a streamed run
     would have."""
-    model = make_model(replace(TINY, text_history=history))
+    model = make_model(replace(TINY, output_history=history))
     batch = to_batch(random_turns(TINY.layout, 5, 8))
     streamed = model.new_state(1)
     for t in range(4):
@@ -470,39 +470,36 @@ def test_prefill_then_step_matches_streaming(history: bool) -> None:
     assert torch.allclose(a.logits.model_audio, b.logits.model_audio, atol=1e-4)
 
 
-def test_text_history_reads_the_previous_micro_turns_text(tmp_path) -> None:
-    """With text_history, what the depth decoder writes in micro-turn t depends on the
-    text of t - 1 through its own input, not only through the main model; a reused
-    stream row starts from no text; grow adds the history to a trained model keeping
+def test_output_history_reads_the_previous_micro_turn(tmp_path) -> None:
+    """With output_history, what the depth decoder writes in micro-turn t depends on the
+    outputs of t - 1 through its own input, not only through the main model; a reused
+    stream row starts from no outputs; grow adds the history to a trained model keeping
     every other weight, and the checkpoint loads back with it."""
     model = make_model()
-    grown = model.grow(text_history=True)
-    assert grown.cfg.text_history and grown.depth.history is not None
-    assert model.grow(text_history=False) is model
-    kept = model.state_dict()
-    assert all(torch.equal(v, grown.state_dict()[k]) for k, v in kept.items())
+    grown = model.grow(output_history=True)
+    assert grown.cfg.output_history and grown.depth.history is not None
+    assert model.grow(output_history=False) is model
+    assert all(torch.equal(v, grown.state_dict()[k]) for k, v in model.state_dict().items())
     torch.nn.init.normal_(grown.depth.history.weight, std=0.5)
-    turns = random_turns(TINY.layout, 3, 4)
-    batch = to_batch(turns)
+    batch = to_batch(random_turns(TINY.layout, 3, 4))
     context = torch.randn(1, TINY.d_model)
     written = torch.zeros(1, 0, TINY.d_model)
-    text = batch["model_text"]
-    hist = [grown.embed.track(Track.MODEL_TEXT, text[:, i : i + 1])[:, 0] for i in (0, 1)]
-    assert not torch.equal(text[:, 0], text[:, 1])
+    outputs = grown._output_embeddings(batch)
+    order = grown._in_slot_order(outputs, OUTPUT_TRACKS).view(1, 3, -1, TINY.d_model)
     with torch.no_grad():
-        a, b = (grown.depth.hidden(context, written, h) for h in hist)
+        a, b = (grown.depth.hidden(context, written, order[:, t]) for t in (0, 1))
     assert not torch.allclose(a, b)
-    with pytest.raises(ValueError, match="history"):
+    with pytest.raises(ValueError, match="previous outputs"):
         grown.depth.hidden(context, written)
     # A reused row (reset after another conversation) computes what a fresh state does.
     state = grown.new_state(1)
     for t in range(3):
         grown.step(state, split(batch, t)[0], teacher=split(batch, t)[1])
     state.reset_rows([0])
-    fresh = grown.new_state(1)
     x = grown.step(state, split(batch, 0)[0], teacher=split(batch, 0)[1])
-    y = grown.step(fresh, split(batch, 0)[0], teacher=split(batch, 0)[1])
-    assert torch.allclose(x.logits.model_text, y.logits.model_text, atol=1e-5)
+    y = grown.step(grown.new_state(1), split(batch, 0)[0], teacher=split(batch, 0)[1])
+    for track in OUTPUT_TRACKS:
+        assert torch.allclose(x.logits.track(track), y.logits.track(track), atol=1e-5)
     save_pretrained(grown, tmp_path / "history")
     loaded = from_pretrained(tmp_path / "history")
     with torch.no_grad():

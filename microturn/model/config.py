@@ -39,11 +39,11 @@ class ModelConfig:
     # A clock: sinusoids of each micro-turn's time (periods 2 micro-turns x 2^k, k <
     # clock_octaves) projected into every slot. 0 = none (the models shipped so far).
     clock_octaves: int = 0
-    # The depth decoder also reads the previous micro-turn's text slots before its
-    # context. Without them a word cut by a micro-turn boundary goes on only from what
-    # the main model's one context vector kept of the bytes just written, and the first
-    # text slot of a micro-turn is where the models shipped so far (False) misspell.
-    text_history: bool = False
+    # The depth decoder also reads the previous micro-turn's output slots (action, text,
+    # audio) before its context. Without them, what was just written reaches the first
+    # slots of a micro-turn only through the main model's one context vector, and that is
+    # where the models shipped so far (False) misspell and their audio jumps.
+    output_history: bool = False
     norm_eps: float = 1e-5
     dropout: float = 0.0
 

@@ -307,8 +307,9 @@ class Block(nn.Module):
 class DepthDecoder(nn.Module):
     """Writes one micro-turn's output slots, one after another, from the main model's
     state at the last input slot: a small causal transformer over [context, slot 0,
-    slot 1, ...] whose position j predicts output slot j. With `text_history` the
-    previous micro-turn's text slots come first: [text -1 ..., context, slot 0, ...]."""
+    slot 1, ...] whose position j predicts output slot j. With `output_history` the
+    previous micro-turn's output slots come first: [outputs of t - 1, context, slot 0,
+    ...]."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -321,7 +322,7 @@ class DepthDecoder(nn.Module):
         self.context = nn.Linear(cfg.d_model, dd)
         self.slot_in = nn.Linear(cfg.d_model, dd, bias=False)
         self.slots = nn.Embedding(self.n_out, dd)
-        self.history = nn.Embedding(lay.slots(Track.MODEL_TEXT), dd) if cfg.text_history else None
+        self.history = nn.Embedding(self.n_out, dd) if cfg.output_history else None
         self.blocks = nn.ModuleList(
             [
                 Block(dd, cfg.depth_heads, cfg.depth_heads, SwiGLU(dd, cfg.depth_d_ff), cfg)
@@ -341,14 +342,14 @@ class DepthDecoder(nn.Module):
     def hidden(self, context: Tensor, previous: Tensor, history: Tensor | None = None) -> Tensor:
         """context [M, d_model], previous output-slot embeddings [M, j, d_model] ->
         depth states [M, j + 1, depth_d_model]; state j predicts output slot j.
-        history: the previous micro-turn's text-slot embeddings [M, text slots, d_model],
-        which a model with `text_history` needs."""
+        history: the previous micro-turn's output-slot embeddings [M, O, d_model], which
+        a model with `output_history` needs."""
         x = torch.cat([self.context(context)[:, None], self.slot_in(previous)], dim=1)
         n = x.shape[1]
         x = x + self.slots.weight[:n]
         if self.history is not None:
             if history is None:
-                raise ValueError("this depth decoder reads the previous text slots: pass history")
+                raise ValueError("this depth decoder reads the previous outputs: pass history")
             x = torch.cat([self.slot_in(history) + self.history.weight, x], dim=1)
         positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
         rope = rotary_angles(positions, self.head_dim, self.theta, x.dtype)
@@ -434,13 +435,15 @@ class InteractionModel(nn.Module):
         """Output tracks [B, N, slots, ...] -> embeddings [B, N, slots, d] per track."""
         return {t: self.embed.track(t, values[t.value]) for t in OUTPUT_TRACKS}
 
-    def _text_history(self, before: Tensor) -> Tensor | None:
-        """What the depth decoder reads of the text written in the micro-turn before each
-        one: ids [B, N, text slots] -> embeddings [B * N, text slots, d] (None without
-        `text_history`)."""
-        if not self.cfg.text_history:
+    def _output_history(self, before: Tensor, first: Tensor) -> Tensor | None:
+        """What the depth decoder reads of the micro-turn before each one: the written
+        output-slot embeddings [M, O, d] of the micro-turn before, with a blank micro-turn
+        where `first` [M] (a stream's first; None without `output_history`)."""
+        if not self.cfg.output_history:
             return None
-        return self.embed.track(Track.MODEL_TEXT, before).flatten(0, 1)
+        blank = {k: v[:, None] for k, v in blank_outputs(self.layout, before.device).items()}
+        empty = self._in_slot_order(self._output_embeddings(blank), OUTPUT_TRACKS)
+        return torch.where(first[:, None, None], empty.to(before.dtype), before)
 
     def _in_slot_order(self, per_track: dict[Track, Tensor], tracks: tuple[Track, ...]) -> Tensor:
         """{track: [B, N, slots, d]} -> [B, N * slots, d] in the layout's order."""
@@ -470,9 +473,9 @@ class InteractionModel(nn.Module):
         h, aux = self._blocks(x, positions, None, mask)
         context = h.view(b, n, lay.slots_per_turn, -1)[:, :, lay.input_slots - 1]
         written = self._in_slot_order(outputs, OUTPUT_TRACKS).view(b * n, -1, self.cfg.d_model)
-        text = batch[Track.MODEL_TEXT.value]
-        before = torch.cat([torch.full_like(text[:, :1], Special.PAD), text[:, :-1]], dim=1)
-        history = self._text_history(before)
+        first = (torch.arange(n, device=x.device) == 0).repeat(b)
+        before = written.view(b, n, *written.shape[1:]).roll(1, dims=1).flatten(0, 1)
+        history = self._output_history(before, first)
         depth = self.depth.hidden(context.flatten(0, 1), written[:, :-1], history)  # [B*N, O, dd]
         logits = self.depth.logits(depth.view(b, n, *depth.shape[1:]))
         return Logits(**logits), aux
@@ -563,10 +566,8 @@ class InteractionModel(nn.Module):
         h, _ = self._blocks(x, positions, state)
         state.commit(valid)
         context = h[:, -1]
-        # A stream's first micro-turn follows no text, whatever a reused row still holds.
-        before = pending[Track.MODEL_TEXT.value]
-        first = (state.current_turns() == 0)[:, None, None]
-        history = self._text_history(torch.where(first, Special.PAD, before))
+        # A stream's first micro-turn follows no outputs, whatever a reused row still holds.
+        history = self._output_history(previous, state.current_turns() == 0)
         values: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
         logits: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
         written = context.new_zeros(b, 0, context.shape[-1])
@@ -624,23 +625,23 @@ class InteractionModel(nn.Module):
         state._put(state.turns, state.current_turns() + n)
 
     def grow(
-        self, *, clock_octaves: int | None = None, text_history: bool | None = None
+        self, *, clock_octaves: int | None = None, output_history: bool | None = None
     ) -> InteractionModel:
         """This model with a clock of `clock_octaves` (0: none) and/or the depth
-        decoder's text history; None or the model's own setting changes nothing (no
+        decoder's output history; None or the model's own setting changes nothing (no
         change at all: this model). A new clock starts at zero, so a model grown from one
         without a clock computes exactly what it did until training moves it:
         fine-tuning a trained model to read time keeps everything else it knows (a clock
-        of another size is replaced). A new text history is read at once (the depth
+        of another size is replaced). A new output history is read at once (the depth
         decoder's attention spreads over it): fine-tune before trusting the outputs."""
         changes: dict[str, Any] = {}
         if clock_octaves is not None and clock_octaves != self.cfg.clock_octaves:
             changes["clock_octaves"] = clock_octaves
-        if text_history is not None and text_history != self.cfg.text_history:
-            changes["text_history"] = text_history
+        if output_history is not None and output_history != self.cfg.output_history:
+            changes["output_history"] = output_history
         if not changes:
             return self
-        prefix = {"clock_octaves": "clock.", "text_history": "depth.history."}
+        prefix = {"clock_octaves": "clock.", "output_history": "depth.history."}
         new_parts = tuple(prefix[name] for name in changes)
         p = next(self.parameters())
         with torch.device(p.device):

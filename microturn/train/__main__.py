@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m microturn.train")
         "init",
         "scenarios",
         "clock_octaves",
-        "text_history",
+        "output_history",
         "length_window",
     ):
         value = getattr(defaults, name)

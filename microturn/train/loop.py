@@ -73,8 +73,8 @@ class TrainConfig:
     # (an --init model grows a clock that starts at zero: see InteractionModel.grow)
     clock_octaves: int = -1
     # -1: as the preset (or the --init model) has; 1: the depth decoder reads the previous
-    # micro-turn's text slots (ModelConfig.text_history); 0: it does not
-    text_history: int = -1
+    # micro-turn's output slots (ModelConfig.output_history); 0: it does not
+    output_history: int = -1
     length_window: int = 4  # batch from episodes this many batches wide in length order; 0 = any
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"model_action": 1.0, "model_text": 1.0, "model_audio": 1.0}
@@ -86,8 +86,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.floor_weight < 0:
             raise ValueError(f"floor_weight must be >= 0, got {self.floor_weight}")
-        if self.text_history not in (-1, 0, 1):
-            raise ValueError(f"text_history must be -1, 0 or 1, got {self.text_history}")
+        if self.output_history not in (-1, 0, 1):
+            raise ValueError(f"output_history must be -1, 0 or 1, got {self.output_history}")
         if self.length_window < 0:
             raise ValueError(f"length_window must be >= 0, got {self.length_window}")
 
@@ -190,8 +190,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     model_cfg = ModelConfig.preset(cfg.preset)
     if cfg.clock_octaves >= 0:
         model_cfg = replace(model_cfg, clock_octaves=cfg.clock_octaves)
-    if cfg.text_history >= 0:
-        model_cfg = replace(model_cfg, text_history=bool(cfg.text_history))
+    if cfg.output_history >= 0:
+        model_cfg = replace(model_cfg, output_history=bool(cfg.output_history))
     shards = []
     for folder in cfg.data.split(","):
         found = sorted(Path(folder).glob("shard-*.npz"))
@@ -220,7 +220,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             raise ValueError(f"--init {cfg.init}: its layout differs from preset {cfg.preset!r}")
         model = model.grow(
             clock_octaves=cfg.clock_octaves if cfg.clock_octaves >= 0 else None,
-            text_history=bool(cfg.text_history) if cfg.text_history >= 0 else None,
+            output_history=bool(cfg.output_history) if cfg.output_history >= 0 else None,
         )
         model_cfg = model.cfg
     else:
