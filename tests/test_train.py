@@ -138,6 +138,25 @@ def test_scenario_filter_and_fine_tuning_from_a_model(shards, tmp_path) -> None:
     grown = from_pretrained(tmp_path / "c")
     assert grown.cfg.clock_octaves == 3 and start.cfg.clock_octaves == 0
     assert grown.clock is not None and grown.clock.proj.weight.abs().sum() > 0
+    # --output-history grows the depth decoder's history; --train-only depth trains only
+    # the depth decoder, the main model stays as it was
+    history = train(
+        TrainConfig(
+            out=str(tmp_path / "d"),
+            steps=2,
+            init=str(tmp_path / "a"),
+            output_history=1,
+            train_only="depth",
+            **base,
+        )
+    )
+    assert history["steps"] == 2
+    tuned = from_pretrained(tmp_path / "d")
+    assert tuned.cfg.output_history and tuned.depth.history is not None
+    moved = {n for n, p in start.state_dict().items() if not torch.equal(p, tuned.state_dict()[n])}
+    assert moved and all(n.startswith("depth.") for n in moved), moved
+    with pytest.raises(ValueError, match="no parameter"):
+        train(TrainConfig(out=str(tmp_path / "e"), steps=1, train_only="nothing", **base))
 
 
 def test_no_shards_is_an_error(tmp_path) -> None:

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m microturn.train")
         "scenarios",
         "clock_octaves",
         "output_history",
+        "train_only",
         "length_window",
     ):
         value = getattr(defaults, name)

@@ -75,6 +75,10 @@ class TrainConfig:
     # -1: as the preset (or the --init model) has; 1: the depth decoder reads the previous
     # micro-turn's output slots (ModelConfig.output_history); 0: it does not
     output_history: int = -1
+    # Comma-separated parameter-name prefixes ("depth"): only those train, the rest stays
+    # as --init left it (a part grown on a trained model learns without moving the
+    # rest, and a frozen main model needs no backward pass). "" = everything trains.
+    train_only: str = ""
     length_window: int = 4  # batch from episodes this many batches wide in length order; 0 = any
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"model_action": 1.0, "model_text": 1.0, "model_audio": 1.0}
@@ -233,8 +237,15 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             device_ids=[local_rank] if use_cuda else None,
             find_unused_parameters=model_cfg.ffn == "moe",  # an expert may get no tokens
         )
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    prefixes = tuple(f"{x.strip()}." for x in cfg.train_only.split(",") if x.strip())
+    if prefixes:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(prefixes))
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError(f"--train-only {cfg.train_only}: no parameter has that prefix")
+    trained = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.dim() >= 2]
+    no_decay = [p for p in trained if p.dim() < 2]
     opt = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": cfg.weight_decay},
