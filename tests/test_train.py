@@ -59,6 +59,22 @@ def test_shards_round_trip(tmp_path) -> None:
         load_shard(tmp_path / "bad.npz", TINY)
 
 
+def test_a_shard_being_written_is_not_trained_on(tmp_path, monkeypatch) -> None:
+    """A shard cut off while written (data generation stopped or still running) leaves
+    only a temporary file, which training's shard-*.npz never picks up."""
+    episodes = [make_example("time_awareness", 0, TINY)]
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("microturn.train.data.os.replace", stop)
+    with pytest.raises(KeyboardInterrupt):
+        save_shard(tmp_path / "shard-00000.npz", episodes, ["time_awareness"])
+    assert list(tmp_path.iterdir()) and not list(tmp_path.glob("shard-*.npz"))
+    with pytest.raises(ValueError, match="no shards"):
+        train(TrainConfig(data=str(tmp_path), out=str(tmp_path / "o"), steps=1))
+
+
 def test_lr_schedule() -> None:
     cfg = TrainConfig(data="", out="", steps=100, warmup=10, lr=1e-3, min_lr_ratio=0.1)
     assert lr_at(0, cfg) == pytest.approx(1e-4)
@@ -115,7 +131,12 @@ def test_batches_of_similar_length_cover_every_episode() -> None:
 
 def test_scenario_filter_and_fine_tuning_from_a_model(shards, tmp_path) -> None:
     base = {"data": str(shards), "batch": 2, "log_every": 1, "device": "cpu"}
-    result = train(TrainConfig(out=str(tmp_path / "a"), steps=2, scenarios="turn_taking", **base))
+    # A model without the depth decoder's output history (as shipped so far), to grow one.
+    result = train(
+        TrainConfig(
+            out=str(tmp_path / "a"), steps=2, scenarios="turn_taking", output_history=0, **base
+        )
+    )
     assert {s for r in result["log"] for s in r["by_scenario"]} == {"turn_taking"}
     with pytest.raises(ValueError, match="no episodes of counting"):
         train(TrainConfig(out=str(tmp_path / "x"), steps=1, scenarios="counting", **base))
@@ -152,6 +173,7 @@ def test_scenario_filter_and_fine_tuning_from_a_model(shards, tmp_path) -> None:
     )
     assert history["steps"] == 2
     tuned = from_pretrained(tmp_path / "d")
+    assert not start.cfg.output_history and start.depth.history is None
     assert tuned.cfg.output_history and tuned.depth.history is not None
     moved = {n for n, p in start.state_dict().items() if not torch.equal(p, tuned.state_dict()[n])}
     assert moved and all(n.startswith("depth.") for n in moved), moved

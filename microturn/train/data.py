@@ -79,7 +79,7 @@ def save_shard(path: Path, episodes: list[MicroTurns], scenarios: list[str]) -> 
         ]
         if parts:
             arrays[f.name] = np.concatenate(parts)
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = path.with_name(path.name + ".tmp")  # not shard-*.npz: training never reads it
     # An .npz that np.load reads, but LZMA-compressed: 1.7x smaller than savez_compressed
     # (3.37 -> 1.99 MB for 100 mixed episodes), which is what bounds the data a GPU
     # machine can be given (64 MiB); writing costs ~11 s per 100 episodes, reading 0.2 s.
