@@ -455,6 +455,14 @@ class InteractionModel(nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> tuple[Logits, Tensor]:
         """Whole micro-turn sequences from turn 0. batch: per-track tensors [B, N, ...]
         (see `microturn.model.batch`). Returns output-slot logits and the MoE aux loss."""
+        context, written, aux = self.encode(batch)
+        return self.decode(context, written), aux
+
+    def encode(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """The main model's half of `forward`: each micro-turn's state at its last input
+        slot [B, N, d], the embeddings of its written output slots [B, N, O, d] (what the
+        depth decoder reads) and the MoE aux loss. Apart so that a depth decoder can be
+        trained or probed on a fixed main model's states."""
         from microturn.model.batch import validate_batch
 
         lay = self.layout
@@ -472,13 +480,18 @@ class InteractionModel(nn.Module):
         )
         h, aux = self._blocks(x, positions, None, mask)
         context = h.view(b, n, lay.slots_per_turn, -1)[:, :, lay.input_slots - 1]
-        written = self._in_slot_order(outputs, OUTPUT_TRACKS).view(b * n, -1, self.cfg.d_model)
-        first = (torch.arange(n, device=x.device) == 0).repeat(b)
-        before = written.view(b, n, *written.shape[1:]).roll(1, dims=1).flatten(0, 1)
-        history = self._output_history(before, first)
-        depth = self.depth.hidden(context.flatten(0, 1), written[:, :-1], history)  # [B*N, O, dd]
-        logits = self.depth.logits(depth.view(b, n, *depth.shape[1:]))
-        return Logits(**logits), aux
+        written = self._in_slot_order(outputs, OUTPUT_TRACKS).view(b, n, -1, self.cfg.d_model)
+        return context, written, aux
+
+    def decode(self, context: Tensor, written: Tensor) -> Logits:
+        """The depth decoder's half of `forward`, teacher-forced: states [B, N, d] and
+        written output slots [B, N, O, d] (each micro-turn's history is the one before)."""
+        b, n = context.shape[:2]
+        first = (torch.arange(n, device=context.device) == 0).repeat(b)
+        history = self._output_history(written.roll(1, dims=1).flatten(0, 1), first)
+        flat = written.flatten(0, 1)
+        depth = self.depth.hidden(context.flatten(0, 1), flat[:, :-1], history)  # [B*N, O, dd]
+        return Logits(**self.depth.logits(depth.view(b, n, *depth.shape[1:])))
 
     def _blocks(
         self,

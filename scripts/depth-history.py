@@ -1,0 +1,149 @@
+"""Does the depth decoder need the previous micro-turn's outputs? Two fresh depth
+decoders, one without and one with `output_history`, trained side by side on the same
+fixed main model's states (`InteractionModel.encode`, computed once), on the same
+batches; each one's teacher-forced text accuracy (inside messages) and audio NLL (where
+the reference speaks) per slot of the micro-turn, on an evaluation set.
+
+Why this way: the question is about the depth decoder's input, and a fixed main model
+makes it cheap (no main-model forward per step: a CPU answers it in minutes) and fair
+(both arms start from scratch; a history grown on a trained depth decoder starts
+behind). The main model was trained without a history, so its states carry what the
+depth decoder needed then: the gap is a lower bound on what a model trained with one
+from scratch gains.
+
+Usage: python scripts/depth-history.py MODEL SHARDS EVAL_SET [SHARD_FILES] [STEPS]
+(SHARDS: a microturn data DIR/train; the first SHARD_FILES of its shards, default 5;
+STEPS default 1000, batches of 256 micro-turns)
+"""
+
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from microturn.codecs.text import N_BYTES, Special
+from microturn.model import from_pretrained
+from microturn.model.batch import to_batch
+from microturn.model.loss import per_slot_losses
+from microturn.model.sampling import between_before
+from microturn.model.transformer import InteractionModel, Logits
+from microturn.train.data import load_shard
+from microturn.train.evaluate import load_eval_set
+
+BATCH_TURNS = 256
+LR = 3e-3
+REPORTS = 4
+SPEECH_BIN = 4  # as train.evaluate: a frame whose loudest channel reaches it is speech
+
+
+@torch.no_grad()
+def states(model: InteractionModel, episodes: list) -> dict[str, torch.Tensor]:
+    """Per micro-turn of every episode: main-model state, written outputs (and the
+    previous micro-turn's), targets, and whether a text slot is inside a message."""
+    rows: dict[str, list[torch.Tensor]] = {}
+    for turns in episodes:
+        batch = to_batch([turns])
+        context, written, _ = model.encode(batch)
+        parts = {
+            "context": context[0].half(),
+            "written": written[0].half(),
+            "before": written.roll(1, dims=1)[0].half(),
+            "first": torch.arange(turns.n_turns) == 0,
+            "inside": ~between_before(batch["model_text"])[0],
+            **{k: batch[k][0] for k in ("model_action", "model_text", "model_audio")},
+        }
+        for k, v in parts.items():
+            rows.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in rows.items()}
+
+
+def logits_of(arm: InteractionModel, data: dict[str, torch.Tensor], idx: torch.Tensor):
+    """The arm's depth decoder on micro-turns `idx` (each with its own history)."""
+    context, written = data["context"][idx].float(), data["written"][idx].float()
+    history = arm._output_history(data["before"][idx].float(), data["first"][idx])
+    hidden = arm.depth.hidden(context, written[:, :-1], history)
+    return arm.depth.logits(hidden)
+
+
+def targets(data: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: data[k][idx] for k in ("model_action", "model_text", "model_audio")}
+
+
+def losses(arm: InteractionModel, data: dict[str, torch.Tensor], idx: torch.Tensor):
+    logits = Logits(**logits_of(arm, data, idx))
+    return per_slot_losses(logits, targets(data, idx)), logits
+
+
+@torch.no_grad()
+def report(name: str, arm: InteractionModel, data: dict[str, torch.Tensor]) -> None:
+    slots = arm.layout.model_text_slots
+    hit, count = torch.zeros(slots), torch.zeros(slots)
+    audio_nll, speaking_n = torch.zeros(slots), torch.zeros(slots)
+    n = data["context"].shape[0]
+    for lo in range(0, n, 2048):
+        idx = torch.arange(lo, min(n, lo + 2048))
+        per, logits = losses(arm, data, idx)
+        text = data["model_text"][idx]
+        inside = data["inside"][idx] & ((text < N_BYTES) | (text == Special.EOM))
+        right = logits.model_text.argmax(-1) == text
+        speaking = data["model_audio"][idx].long().amax(dim=(-1, -2)) >= SPEECH_BIN
+        audio = per["model_audio"].mean(dim=(-1, -2))
+        for j in range(slots):
+            count[j] += inside[:, j].sum()
+            hit[j] += right[:, j][inside[:, j]].sum()
+            speaking_n[j] += speaking[:, j].sum()
+            audio_nll[j] += audio[:, j][speaking[:, j]].sum()
+    acc = " ".join(f"{x:.3f}" for x in (hit / count).tolist())
+    nll = " ".join(f"{x:.3f}" for x in (audio_nll / speaking_n).tolist())
+    print(f"{name}: text accuracy per slot {acc} | audio NLL per slot {nll}", flush=True)
+
+
+def main() -> None:
+    model = from_pretrained(Path(sys.argv[1])).eval()
+    shard_files = int(sys.argv[4]) if len(sys.argv) > 4 else 5
+    steps = int(sys.argv[5]) if len(sys.argv) > 5 else 1000
+    shards = sorted(Path(sys.argv[2]).glob("shard-*.npz"))[:shard_files]
+    started = time.perf_counter()
+    train = states(model, [turns for s in shards for _, turns in load_shard(s, model.layout)])
+    held = states(model, [turns for _, turns in load_eval_set(Path(sys.argv[3]), model.layout)])
+    print(
+        f"states of {train['context'].shape[0]} training and {held['context'].shape[0]} "
+        f"evaluation micro-turns in {time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
+    report(f"{sys.argv[1]} as trained", model, held)
+    for history in (False, True):
+        torch.manual_seed(1)  # the model's own initialization, the same in both arms
+        arm = InteractionModel(replace(model.cfg, output_history=history))
+        main = {k: v for k, v in model.state_dict().items() if not k.startswith("depth.")}
+        arm.load_state_dict(main, strict=False)
+        arm.requires_grad_(False)
+        params = list(arm.depth.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.95), weight_decay=0.1)
+        draw = torch.Generator().manual_seed(0)
+        started = time.perf_counter()
+        for step in range(steps):
+            warm = min(1.0, (step + 1) / 100)
+            cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps))
+            for group in opt.param_groups:
+                group["lr"] = LR * warm * cosine
+            idx = torch.randint(0, train["context"].shape[0], (BATCH_TURNS,), generator=draw)
+            per, _ = losses(arm, train, idx)
+            loss = sum(v.flatten(1).mean() for v in per.values())
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            if (step + 1) % (steps // REPORTS) == 0:
+                took = time.perf_counter() - started
+                report(f"history={history} step {step + 1} ({took:.0f} s)", arm.eval(), held)
+                arm.train()
+
+
+if __name__ == "__main__":
+    main()
