@@ -475,7 +475,7 @@ def test_output_history_reads_the_previous_micro_turn(tmp_path) -> None:
     outputs of t - 1 through its own input, not only through the main model; a reused
     stream row starts from no outputs; grow adds the history to a trained model keeping
     every other weight, and the checkpoint loads back with it."""
-    model = make_model()
+    model = make_model(replace(TINY, output_history=False))
     grown = model.grow(output_history=True)
     assert grown.cfg.output_history and grown.depth.history is not None
     assert model.grow(output_history=False) is model

@@ -112,7 +112,7 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     # Trains on 2 CPU cores: ~8M parameters, ~5M active per token.
-    "tiny": ModelConfig(),
+    "tiny": ModelConfig(output_history=True),
     # A step up for a GPU or patient CPU: ~100M parameters.
     "small": ModelConfig(
         layout=Layout.preset("base"),
@@ -127,6 +127,7 @@ PRESETS: dict[str, ModelConfig] = {
         hmlp_width=128,
         depth_d_model=256,
         depth_d_ff=1024,
+        output_history=True,
     ),
     # The published scale of TML-Interaction-Small: ~276B parameters, ~12B active per
     # token. Only ever instantiated on the meta device here.
