@@ -441,6 +441,8 @@ class InteractionModel(nn.Module):
         where `first` [M] (a stream's first; None without `output_history`)."""
         if not self.cfg.output_history:
             return None
+        if not bool(first.any()):  # the common live case: no blank micro-turn to embed
+            return before
         blank = {k: v[:, None] for k, v in blank_outputs(self.layout, before.device).items()}
         empty = self._in_slot_order(self._output_embeddings(blank), OUTPUT_TRACKS)
         return torch.where(first[:, None, None], empty.to(before.dtype), before)
@@ -579,18 +581,17 @@ class InteractionModel(nn.Module):
         h, _ = self._blocks(x, positions, state)
         state.commit(valid)
         context = h[:, -1]
-        # A stream's first micro-turn follows no outputs, whatever a reused row still holds.
-        history = self._output_history(previous, state.current_turns() == 0)
+        # A stream's first micro-turn follows no outputs and is between messages, whatever
+        # a reused row's pending outputs still hold.
+        first = state.current_turns() == 0
+        history = self._output_history(previous, first)
         values: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
         logits: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
         written = context.new_zeros(b, 0, context.shape[-1])
         # The start bias, in logits: log-odds after the text temperature (greedy: as is).
         bias = sampling.start_bias * (sampling.text.temperature or 1.0)
         if bias and teacher is None:
-            # A stream's first micro-turn is between messages, whatever a reused row's
-            # pending outputs still hold.
-            fresh = state.current_turns() == 0
-            between = between_after(pending[Track.MODEL_TEXT.value][:, 0]) | fresh
+            between = between_after(pending[Track.MODEL_TEXT.value][:, 0]) | first
         for t, i in lay.output_slots():
             logit = self.depth.head(t, self.depth.hidden(context, written, history)[:, -1])
             if teacher is not None:

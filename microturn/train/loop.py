@@ -191,11 +191,14 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     if resume and not (out / TRAINER_FILE).is_file():
         raise ValueError(f"--resume: {out} holds no {TRAINER_FILE}; nothing to resume")
     out.mkdir(parents=True, exist_ok=True)
-    model_cfg = ModelConfig.preset(cfg.preset)
+    # The parts asked for on the command line: a fresh model is built with them, an
+    # --init model grows them.
+    parts: dict[str, Any] = {}
     if cfg.clock_octaves >= 0:
-        model_cfg = replace(model_cfg, clock_octaves=cfg.clock_octaves)
+        parts["clock_octaves"] = cfg.clock_octaves
     if cfg.output_history >= 0:
-        model_cfg = replace(model_cfg, output_history=bool(cfg.output_history))
+        parts["output_history"] = bool(cfg.output_history)
+    model_cfg = replace(ModelConfig.preset(cfg.preset), **parts)
     shards = []
     for folder in cfg.data.split(","):
         found = sorted(Path(folder).glob("shard-*.npz"))
@@ -222,14 +225,18 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         model = from_pretrained(Path(cfg.init), device=device)
         if model.cfg.layout != model_cfg.layout:
             raise ValueError(f"--init {cfg.init}: its layout differs from preset {cfg.preset!r}")
-        model = model.grow(
-            clock_octaves=cfg.clock_octaves if cfg.clock_octaves >= 0 else None,
-            output_history=bool(cfg.output_history) if cfg.output_history >= 0 else None,
-        )
+        model = model.grow(**parts)
         model_cfg = model.cfg
     else:
         with torch.device(device):
             model = InteractionModel(model_cfg)
+    # Freeze before DDP wraps the model: it registers the parameters that need gradients.
+    prefixes = tuple(f"{x.strip()}." for x in cfg.train_only.split(",") if x.strip())
+    if prefixes:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(prefixes))
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError(f"--train-only {cfg.train_only}: no parameter has that prefix")
     net: torch.nn.Module = model
     if world > 1:
         net = DistributedDataParallel(
@@ -237,12 +244,6 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             device_ids=[local_rank] if use_cuda else None,
             find_unused_parameters=model_cfg.ffn == "moe",  # an expert may get no tokens
         )
-    prefixes = tuple(f"{x.strip()}." for x in cfg.train_only.split(",") if x.strip())
-    if prefixes:
-        for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith(prefixes))
-        if not any(p.requires_grad for p in model.parameters()):
-            raise ValueError(f"--train-only {cfg.train_only}: no parameter has that prefix")
     trained = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in trained if p.dim() >= 2]
     no_decay = [p for p in trained if p.dim() < 2]
