@@ -24,19 +24,17 @@ from pathlib import Path
 
 import torch
 
-from microturn.codecs.text import N_BYTES, Special
 from microturn.model import from_pretrained
 from microturn.model.batch import to_batch
 from microturn.model.loss import per_slot_losses
 from microturn.model.sampling import between_before
 from microturn.model.transformer import InteractionModel, Logits
 from microturn.train.data import load_shard
-from microturn.train.evaluate import load_eval_set
+from microturn.train.evaluate import load_eval_set, slot_tally
 
 BATCH_TURNS = 256
 LR = 3e-3
 REPORTS = 4
-SPEECH_BIN = 4  # as train.evaluate: a frame whose loudest channel reaches it is speech
 
 
 @torch.no_grad()
@@ -72,32 +70,17 @@ def targets(data: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch
     return {k: data[k][idx] for k in ("model_action", "model_text", "model_audio")}
 
 
-def losses(arm: InteractionModel, data: dict[str, torch.Tensor], idx: torch.Tensor):
-    logits = Logits(**logits_of(arm, data, idx))
-    return per_slot_losses(logits, targets(data, idx)), logits
-
-
 @torch.no_grad()
 def report(name: str, arm: InteractionModel, data: dict[str, torch.Tensor]) -> None:
-    slots = arm.layout.model_text_slots
-    hit, count = torch.zeros(slots), torch.zeros(slots)
-    audio_nll, speaking_n = torch.zeros(slots), torch.zeros(slots)
+    total: dict[str, torch.Tensor] = {}
     n = data["context"].shape[0]
     for lo in range(0, n, 2048):
         idx = torch.arange(lo, min(n, lo + 2048))
-        per, logits = losses(arm, data, idx)
-        text = data["model_text"][idx]
-        inside = data["inside"][idx] & ((text < N_BYTES) | (text == Special.EOM))
-        right = logits.model_text.argmax(-1) == text
-        speaking = data["model_audio"][idx].long().amax(dim=(-1, -2)) >= SPEECH_BIN
-        audio = per["model_audio"].mean(dim=(-1, -2))
-        for j in range(slots):
-            count[j] += inside[:, j].sum()
-            hit[j] += right[:, j][inside[:, j]].sum()
-            speaking_n[j] += speaking[:, j].sum()
-            audio_nll[j] += audio[:, j][speaking[:, j]].sum()
-    acc = " ".join(f"{x:.3f}" for x in (hit / count).tolist())
-    nll = " ".join(f"{x:.3f}" for x in (audio_nll / speaking_n).tolist())
+        logits = Logits(**logits_of(arm, data, idx))
+        tally = slot_tally(logits, targets(data, idx), data["inside"][idx])
+        total = {k: total.get(k, 0) + v for k, v in tally.items()}
+    acc = " ".join(f"{x:.3f}" for x in (total["text_right"] / total["text_n"]).tolist())
+    nll = " ".join(f"{x:.3f}" for x in (total["audio_nll"] / total["audio_n"]).tolist())
     print(f"{name}: text accuracy per slot {acc} | audio NLL per slot {nll}", flush=True)
 
 
@@ -133,7 +116,7 @@ def main() -> None:
             for group in opt.param_groups:
                 group["lr"] = LR * warm * cosine
             idx = torch.randint(0, train["context"].shape[0], (BATCH_TURNS,), generator=draw)
-            per, _ = losses(arm, train, idx)
+            per = per_slot_losses(Logits(**logits_of(arm, train, idx)), targets(train, idx))
             loss = sum(v.flatten(1).mean() for v in per.values())
             opt.zero_grad()
             loss.backward()

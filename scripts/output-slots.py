@@ -25,50 +25,30 @@ from pathlib import Path
 
 import torch
 
-from microturn.codecs.text import N_BYTES, Special
 from microturn.model import from_pretrained
 from microturn.model.batch import to_batch
-from microturn.model.loss import per_slot_losses
 from microturn.model.sampling import between_before
 from microturn.scenarios.scoring import normalize
-from microturn.train.evaluate import SPEECH_BIN, load_eval_set, timelines
+from microturn.train.evaluate import load_eval_set, slot_tally, timelines
 
 SHOWN = 12
 
 
 @torch.no_grad()
-def slot_figures(model, eval_set) -> dict[str, list]:
-    """Per slot: text accuracy, text NLL, in-message targets; audio NLL where speaking."""
-    slots = model.layout.model_text_slots
-    hits, nll, count = [0.0] * slots, [0.0] * slots, [0] * slots
-    audio_nll, speaking_n = [0.0] * slots, [0] * slots
+def slot_figures(model, eval_set) -> dict[str, list[float]]:
+    """Per slot, over the set: text accuracy and NLL inside messages, audio NLL where the
+    reference speaks, and the counts they are means over."""
+    total: dict[str, torch.Tensor] = {}
     for _, turns in eval_set:
         batch = to_batch([turns])
-        out = model(batch)[0]
-        audio = per_slot_losses(out, batch)["model_audio"].mean(dim=(-1, -2))  # [1, N, slots]
-        speaking = batch["model_audio"].long().amax(dim=(-1, -2)) >= SPEECH_BIN
-        for j in range(slots):
-            speaking_n[j] += int(speaking[..., j].sum())
-            audio_nll[j] += float(audio[..., j][speaking[..., j]].sum())
-        logits = out.model_text.float()  # [1, N, slots, vocab]
-        target = batch["model_text"]
-        inside = ~between_before(target) & ((target < N_BYTES) | (target == Special.EOM))
-        right = logits.argmax(-1) == target
-        loss = -logits.log_softmax(-1).gather(-1, target[..., None])[..., 0]
-        for j in range(slots):
-            m = inside[..., j]
-            count[j] += int(m.sum())
-            hits[j] += float(right[..., j][m].sum())
-            nll[j] += float(loss[..., j][m].sum())
-
-    def mean(sums: list[float], counts: list[int]) -> list[float]:
-        return [x / max(1, c) for x, c in zip(sums, counts, strict=True)]
-
+        tally = slot_tally(model(batch)[0], batch, ~between_before(batch["model_text"]))
+        total = {k: total.get(k, 0) + v for k, v in tally.items()}
+    text_n, audio_n = total["text_n"].clamp(min=1), total["audio_n"].clamp(min=1)
     return {
-        "accuracy": mean(hits, count),
-        "nll": mean(nll, count),
-        "count": count,
-        "audio_nll": mean(audio_nll, speaking_n),
+        "accuracy": (total["text_right"] / text_n).tolist(),
+        "nll": (total["text_nll"] / text_n).tolist(),
+        "count": total["text_n"].int().tolist(),
+        "audio_nll": (total["audio_nll"] / audio_n).tolist(),
     }
 
 

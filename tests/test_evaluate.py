@@ -24,6 +24,7 @@ from microturn.train.evaluate import (
     free_run,
     headline,
     load_eval_set,
+    slot_tally,
     start_odds,
     timeline_of,
     write_eval_set,
@@ -257,3 +258,37 @@ def test_evaluate_command_scores_a_checkpoint(model, eval_dir, tmp_path, capsys)
     assert n and len(shown) == 2 * n  # one line per episode and seed
     with pytest.raises(SystemExit, match="no episodes of counting"):
         main([str(tmp_path / "m"), str(eval_dir), "--scenarios", "counting"])
+
+
+def test_slot_tally_counts_per_slot_where_it_should() -> None:
+    """Text is judged only inside messages (bytes and EOM), audio only where the
+    reference speaks, each slot apart: a model right everywhere but slot 0 scores 0 there."""
+    from microturn.codecs.dmel import N_BINS, N_MELS
+    from microturn.model.transformer import Logits
+
+    b, n, slots, k, vocab = 1, 3, 4, 2, 300
+    text = torch.full((b, n, slots), ord("a"))
+    text[0, 2] = Special.PAD  # after the message: between messages, not judged
+    open_message = torch.ones(b, n, slots, dtype=torch.bool)
+    open_message[0, 2] = False
+    text_logits = torch.zeros(b, n, slots, vocab)
+    text_logits[..., ord("a")] = 5.0
+    text_logits[:, :, 0, ord("a")] = -5.0  # slot 0 wrong
+    audio = torch.zeros(b, n, slots, k, N_MELS, dtype=torch.uint8)
+    audio[0, :, 2, 0, 10] = 8  # the reference speaks in slot 2 only
+    audio_logits = torch.zeros(b, n, slots, k, N_MELS, N_BINS)
+    targets = {
+        "model_action": torch.full((b, n, 1), int(Special.PAD)),
+        "model_text": text,
+        "model_audio": audio,
+    }
+    logits = Logits(
+        model_action=torch.zeros(b, n, 1, vocab), model_text=text_logits, model_audio=audio_logits
+    )
+    tally = slot_tally(logits, targets, open_message)
+    assert tally["text_n"].tolist() == [2, 2, 2, 2]
+    assert tally["text_right"].tolist() == [0, 2, 2, 2]
+    assert tally["text_nll"][0] > 5 > tally["text_nll"][1]
+    assert tally["audio_n"].tolist() == [0, 0, 3, 0]
+    uniform = float(torch.log(torch.tensor(float(N_BINS))))
+    assert tally["audio_nll"].tolist() == pytest.approx([0, 0, 3 * uniform, 0], rel=1e-5)

@@ -418,8 +418,8 @@ def test_windowed_training_forward_matches_streaming_past_the_window() -> None:
 
 
 def test_a_grown_clock_starts_silent_and_is_saved(tmp_path) -> None:
-    """grow(clock_octaves=...) keeps what a trained model computes (the clock starts at zero), and a
-    clocked checkpoint loads back with its clock."""
+    """grow(clock_octaves=...) keeps what a trained model computes (the clock starts at
+    zero), and a clocked checkpoint loads back with its clock."""
     model = make_model()
     batch = to_batch(random_turns(TINY.layout, 4, 3))
     grown = model.grow(clock_octaves=7)
@@ -484,10 +484,9 @@ def test_output_history_reads_the_previous_micro_turn(tmp_path) -> None:
     batch = to_batch(random_turns(TINY.layout, 3, 4))
     context = torch.randn(1, TINY.d_model)
     written = torch.zeros(1, 0, TINY.d_model)
-    outputs = grown._output_embeddings(batch)
-    order = grown._in_slot_order(outputs, OUTPUT_TRACKS).view(1, 3, -1, TINY.d_model)
     with torch.no_grad():
-        a, b = (grown.depth.hidden(context, written, order[:, t]) for t in (0, 1))
+        outputs = grown.encode(batch)[1]  # [1, 3, O, d]: each micro-turn's written slots
+        a, b = (grown.depth.hidden(context, written, outputs[:, t]) for t in (0, 1))
     assert not torch.allclose(a, b)
     with pytest.raises(ValueError, match="previous outputs"):
         grown.depth.hidden(context, written)

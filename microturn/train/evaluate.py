@@ -25,15 +25,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from microturn.codecs.text import Special
+from microturn.codecs.text import N_BYTES, Special
 from microturn.codecs.vision import VisionCodec
 from microturn.engine.recorder import TimelineRecorder, read_turn
 from microturn.model.batch import INPUT_KEYS, to_batch
+from microturn.model.loss import per_slot_losses
 from microturn.model.sampling import SamplingConfig, between_before
-from microturn.model.transformer import InteractionModel
+from microturn.model.transformer import InteractionModel, Logits
 from microturn.scenarios import get
 from microturn.stream.episode import Episode, Timeline
-from microturn.stream.layout import OUTPUT_TRACKS, Layout, MicroTurns, pack_episode
+from microturn.stream.layout import OUTPUT_TRACKS, Layout, MicroTurns, Track, pack_episode
 from microturn.train.data import load_shard, save_shard
 
 TURNS_FILE = "turns.npz"
@@ -226,6 +227,32 @@ class StartOdds:
         since = self.times_s[busy[-1] + 1] if len(busy) else -1.0
         idx = np.flatnonzero((self.times_s >= since) & (self.times_s < before_s) & self.deciding)
         return float(np.prod(self.p_quiet[idx]))
+
+
+def slot_tally(
+    logits: Logits, targets: dict[str, torch.Tensor], open_message: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Where within a micro-turn a model errs, teacher-forced: per text / audio slot,
+    sums over every leading dimension (add them up over batches, then divide).
+    text_right, text_nll, text_n: over the bytes and EOM written inside a message
+    (`open_message` [..., text slots]: a message is open before the slot, the negation
+    of `between_before`); audio_nll (a slot's mean over frames and channels), audio_n:
+    over the slots where the reference speaks. What scripts/output-slots.py and
+    scripts/depth-history.py print."""
+    per = per_slot_losses(logits, targets)
+    text = targets[Track.MODEL_TEXT.value]
+    inside = open_message & ((text < N_BYTES) | (text == Special.EOM))
+    right = inside & (logits.model_text.argmax(-1) == text)
+    speaking = targets[Track.MODEL_AUDIO.value].long().amax(dim=(-1, -2)) >= SPEECH_BIN
+    audio = per[Track.MODEL_AUDIO.value].mean(dim=(-1, -2))
+    sums = {
+        "text_right": right.float(),
+        "text_nll": per[Track.MODEL_TEXT.value] * inside,
+        "text_n": inside.float(),
+        "audio_nll": audio * speaking,
+        "audio_n": speaking.float(),
+    }
+    return {k: v.flatten(0, -2).sum(0) for k, v in sums.items()}
 
 
 @torch.no_grad()
