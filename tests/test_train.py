@@ -81,6 +81,10 @@ def test_lr_schedule() -> None:
     assert lr_at(9, cfg) == pytest.approx(1e-3)
     assert lr_at(100, cfg) == pytest.approx(1e-4)
     assert lr_at(55, cfg) < lr_at(20, cfg)
+    # a run cut by its time limit ends its cosine with the time, not mid-schedule
+    assert lr_at(20, cfg, time_used=1.0) == pytest.approx(1e-4)
+    assert lr_at(20, cfg, time_used=0.5) == pytest.approx(lr_at(55, cfg))
+    assert lr_at(60, cfg, time_used=0.1) == pytest.approx(lr_at(60, cfg))
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +113,9 @@ def test_training_reduces_loss_and_resumes_exactly(shards, tmp_path) -> None:
     lines = (tmp_path / "a" / "log.jsonl").read_text().splitlines()
     assert set(json.loads(lines[0])["by_scenario"]) <= {"time_awareness", "turn_taking"}
     assert (tmp_path / "a" / "model.safetensors").is_file()
+    # past its time limit a run stops at the next log step and saves
+    cut = train(TrainConfig(out=str(tmp_path / "c"), steps=50, time_limit_s=1e-6, **base))
+    assert cut["steps"] == 1 and (tmp_path / "c" / "model.safetensors").is_file()
 
 
 def test_batches_of_similar_length_cover_every_episode() -> None:

@@ -57,7 +57,10 @@ class TrainConfig:
     device: str = "auto"
     log_every: int = 10
     save_every: int = 250
-    time_limit_s: float = 0.0  # stop (and save) after this much wall time (checked at log steps)
+    # > 0: stop (and save) after this much wall time (checked at log steps); the cosine
+    # then runs on whichever ends first, the steps or the time, so a run cut by its time
+    # limit still ends at the low learning rate instead of mid-schedule
+    time_limit_s: float = 0.0
     onset_weight: float = 10.0  # extra weight of the text/action loss where speech starts
     # > 0: the text head's decisions to start a message or keep quiet get this weight,
     # every decision alike and outside the onset weighting, so the model's odds of
@@ -99,10 +102,12 @@ class TrainConfig:
         return {s.strip() for s in self.scenarios.split(",") if s.strip()}
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: TrainConfig, time_used: float = 0.0) -> float:
+    """Linear warmup, then cosine to min_lr_ratio; time_used (the share of the time
+    limit spent) moves the cosine on when it is ahead of the steps."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    progress = max((step - cfg.warmup) / max(1, cfg.steps - cfg.warmup), time_used)
     cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
@@ -269,6 +274,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     slots = model_cfg.layout.slots_per_turn
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not lead)
     tokens, started = 0, time.perf_counter()
+    time_used = 0.0  # share of the time limit spent, as process 0 last read it
     while step < cfg.steps:
         everyone = draw_batch(rng, by_length, cfg.batch * world, cfg.length_window)
         picks = everyone[rank * cfg.batch :][: cfg.batch]
@@ -278,7 +284,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             augment_batch(batch, aug)
         turn_mask = torch.from_numpy(mask).to(device)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = lr_at(step, cfg, time_used)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_cuda):
             logits, aux = net(batch)
         losses, per_sample = weighted_losses(logits, batch, turn_mask, cfg)
@@ -304,7 +310,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             log.append(
                 {
                     "step": step,
-                    "lr": lr_at(step - 1, cfg),
+                    "lr": lr_at(step - 1, cfg, time_used),
                     "loss": loss.item(),
                     "aux": aux.item(),
                     "grad_norm": float(grad_norm),
@@ -317,7 +323,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         out_of_time = False
         if check and cfg.time_limit_s:
             elapsed = time.perf_counter() - started
-            out_of_time = _agree(elapsed > cfg.time_limit_s, device)
+            time_used = _agree_value(elapsed / cfg.time_limit_s, device)
+            out_of_time = time_used > 1
         last = step == cfg.steps or out_of_time
         evaluating = eval_set is not None and (step % cfg.eval_every == 0 or last)
         saving = step % cfg.save_every == 0 or last
@@ -345,14 +352,13 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     }
 
 
-def _agree(flag: bool, device: torch.device) -> bool:
-    """Every process stops together: process 0's clock decides (NCCL needs the flag on
-    the GPU)."""
+def _agree_value(value: float, device: torch.device) -> float:
+    """Process 0's value on every process (its clock sets the schedule for all)."""
     if not dist.is_initialized():
-        return flag
-    t = torch.tensor([int(flag)], device=device)
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.broadcast(t, 0)
-    return bool(t.item())
+    return float(t.item())
 
 
 def _append(out: Path, record: dict[str, Any]) -> None:
