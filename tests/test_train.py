@@ -544,20 +544,28 @@ def test_training_report_plots_losses_and_evaluations(tmp_path) -> None:
 
     log = tmp_path / "log.jsonl"
     steps = [
-        {"step": s, "loss": 2.0 / s, "model_action": 0.1, "model_text": 1.0 / s, "model_audio": 1.0}
+        {
+            "step": s,
+            "lr": 1e-3 / s,
+            "loss": 2.0 / s,
+            "model_action": 0.1,
+            "model_text": 1.0 / s,
+            "model_audio": 1.0,
+        }
         for s in (1, 2, 3)
     ]
     evals = [{"step": 3, "eval": {"time_awareness": {"macro_accuracy": 0.5}}, "eval_score": 0.5}]
     log.write_text("\n".join(json.dumps(r) for r in steps + evals))
     png = plot_log(log, tmp_path / "run.png")
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
-    # a run without --eval-data (the GPU runs) plots its losses and says it has no evaluation
+    # a run without --eval-data (the GPU runs) plots its losses and its learning rate
     log.write_text("\n".join(json.dumps(r) for r in steps))
     assert plot_log(log, tmp_path / "no-eval.png").read_bytes()[:4] == b"\x89PNG"
     loss_panel, eval_panel = draw_log(steps).axes
     assert len(loss_panel.lines) == 1 + 3  # total and each head
-    assert [t.get_text() for t in eval_panel.texts] == [NO_EVALUATION]
-    assert NO_EVALUATION not in [t.get_text() for t in draw_log(steps + evals).axes[1].texts]
+    assert eval_panel.get_title() == NO_EVALUATION
+    assert list(eval_panel.lines[0].get_ydata()) == [1e-3, 5e-4, 1e-3 / 3]
+    assert draw_log(steps + evals).axes[1].get_title() != NO_EVALUATION
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(ValueError, match="no training steps"):
         plot_log(tmp_path / "empty.jsonl", tmp_path / "x.png")

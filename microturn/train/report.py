@@ -1,5 +1,6 @@
-"""A training run at a glance: loss per head and the in-loop evaluation per scenario,
-from `log.jsonl`, as one PNG (`python -m microturn.train.report LOG PNG`)."""
+"""A training run at a glance: loss per head and the in-loop evaluation per scenario (or,
+in a run without one, the learning rate: a time limit ends the cosine early), from
+`log.jsonl`, as one PNG (`python -m microturn.train.report LOG PNG`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from microturn.train.evaluate import HEADLINE
 HEADS = ("model_action", "model_text", "model_audio")
 
 
-NO_EVALUATION = "no in-loop evaluation in this run"
+NO_EVALUATION = "learning rate (no in-loop evaluation in this run)"
 
 
 def draw_log(records: list[dict]) -> Figure:
@@ -46,12 +47,11 @@ def draw_log(records: list[dict]) -> Figure:
         right.plot(ex, [r["eval_score"] for r in evals], "k--", lw=2, label="mean (headline)")
         right.set_ylim(-1.05, 1.05)
         right.legend(fontsize=7)
-    else:  # a run without --eval-data: say so rather than show empty axes
-        right.text(0.5, 0.5, NO_EVALUATION, ha="center", va="center")
-        right.set_xticks([])
-        right.set_yticks([])
+        right.set_title("free-running evaluation, text view (headline per scenario)")
+    else:  # a run without --eval-data: its schedule rather than empty axes
+        right.plot(x, [r["lr"] for r in steps], color="tab:purple")
+        right.set_title(NO_EVALUATION)
     right.set_xlabel("step")
-    right.set_title("free-running evaluation, text view (headline per scenario)")
     fig.tight_layout()
     return fig
 
