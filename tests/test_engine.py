@@ -84,19 +84,19 @@ def test_failed_step_rolls_back_exactly(monkeypatch) -> None:
         s.packer.turn,
     )
     calls = {"n": 0}
-    real_hidden = model.depth.hidden
+    real_extend = model.depth.extend
 
     def failing(*args, **kwargs):  # fail after the main forward wrote into the cache
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("injected failure")
-        return real_hidden(*args, **kwargs)
+        return real_extend(*args, **kwargs)
 
-    monkeypatch.setattr(model.depth, "hidden", failing)
+    monkeypatch.setattr(model.depth, "extend", failing)
     s.push_audio(noise(2))
     with pytest.raises(RuntimeError, match="injected"):
         engine.tick()
-    monkeypatch.setattr(model.depth, "hidden", real_hidden)
+    monkeypatch.setattr(model.depth, "extend", real_extend)
     assert torch.equal(engine.state.lengths, before[0])
     assert torch.equal(engine.state.turns, before[1])
     for k, v in before[2].items():

@@ -490,6 +490,15 @@ def test_output_history_reads_the_previous_micro_turn(tmp_path) -> None:
     assert not torch.allclose(a, b)
     with pytest.raises(ValueError, match="previous outputs"):
         grown.depth.hidden(context, written)
+    # Streaming, the depth cache gives the states the whole prefix gives, slot by slot.
+    with torch.no_grad():
+        slots = outputs[:, 1]
+        whole = grown.depth.hidden(context, slots[:, :-1], outputs[:, 0])
+        cache, first = grown.depth.start(context, outputs[:, 0])
+        cached = [first] + [
+            grown.depth.extend(cache, slots[:, j]) for j in range(slots.shape[1] - 1)
+        ]
+    assert torch.allclose(torch.stack(cached, 1), whole, atol=1e-5)
     # A reused row (reset after another conversation) computes what a fresh state does.
     state = grown.new_state(1)
     for t in range(3):

@@ -181,7 +181,7 @@ class Attention(nn.Module):
         self,
         x: Tensor,
         rope: tuple[Tensor, Tensor],
-        cache: StreamState | None = None,
+        cache: StreamState | DepthCache | None = None,
         layer: int = 0,
         mask: Tensor | None = None,
     ) -> Tensor:
@@ -286,7 +286,7 @@ class Block(nn.Module):
         self,
         x: Tensor,
         rope: tuple[Tensor, Tensor],
-        cache: StreamState | None,
+        cache: StreamState | DepthCache | None,
         layer: int,
         mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
@@ -302,6 +302,36 @@ class Block(nn.Module):
 # ---------------------------------------------------------------------------------
 # The depth decoder: one micro-turn's output slots
 # ---------------------------------------------------------------------------------
+
+
+class DepthCache:
+    """The depth decoder's keys and values within one micro-turn while `step` writes it
+    slot by slot: each new slot attends to them instead of re-running the prefix."""
+
+    def __init__(self) -> None:
+        self.keys: list[Tensor] = []
+        self.values: list[Tensor] = []
+        self.length = 0  # positions stored
+        self.slots_written = 0  # output slots added by DepthDecoder.extend
+
+    def attend(
+        self, layer: int, k_raw: Tensor, k: Tensor, v: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Store this call's keys / values; return all so far, and the causal mask among
+        the new positions (None for one new position, which sees everything)."""
+        del k_raw  # the depth decoder has no attention sinks to re-rotate
+        if layer < len(self.keys):
+            self.keys[layer] = torch.cat([self.keys[layer], k], dim=1)
+            self.values[layer] = torch.cat([self.values[layer], v], dim=1)
+        else:
+            self.keys.append(k)
+            self.values.append(v)
+        keys, values = self.keys[layer], self.values[layer]
+        t, total = k.shape[1], keys.shape[1]
+        if t == 1:
+            return keys, values, None
+        q = torch.arange(total - t, total, device=k.device)[:, None]
+        return keys, values, torch.arange(total, device=k.device)[None, :] <= q
 
 
 class DepthDecoder(nn.Module):
@@ -346,16 +376,42 @@ class DepthDecoder(nn.Module):
         a model with `output_history` needs."""
         x = torch.cat([self.context(context)[:, None], self.slot_in(previous)], dim=1)
         n = x.shape[1]
-        x = x + self.slots.weight[:n]
-        if self.history is not None:
-            if history is None:
-                raise ValueError("this depth decoder reads the previous outputs: pass history")
-            x = torch.cat([self.slot_in(history) + self.history.weight, x], dim=1)
-        positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+        x = self._with_history(x + self.slots.weight[:n], history)
+        return self._run(x, None)[:, -n:]
+
+    def start(self, context: Tensor, history: Tensor | None = None) -> tuple[DepthCache, Tensor]:
+        """Streaming: the depth state that predicts slot 0 [M, dd], and the cache of the
+        positions so far, which `extend` adds each written slot to (`hidden` would re-run
+        the whole prefix for every slot)."""
+        x = self._with_history((self.context(context) + self.slots.weight[0])[:, None], history)
+        cache = DepthCache()
+        return cache, self._run(x, cache)[:, -1]
+
+    def extend(self, cache: DepthCache, written: Tensor) -> Tensor:
+        """Streaming: the embedding [M, d_model] of the slot just written -> the depth
+        state that predicts the next slot [M, dd]."""
+        j = cache.slots_written + 1
+        x = (self.slot_in(written) + self.slots.weight[j])[:, None]
+        cache.slots_written = j
+        return self._run(x, cache)[:, -1]
+
+    def _with_history(self, x: Tensor, history: Tensor | None) -> Tensor:
+        if self.history is None:
+            return x
+        if history is None:
+            raise ValueError("this depth decoder reads the previous outputs: pass history")
+        return torch.cat([self.slot_in(history) + self.history.weight, x], dim=1)
+
+    def _run(self, x: Tensor, cache: DepthCache | None) -> Tensor:
+        """The blocks over x [M, t, dd], which follow the cache's positions (if any)."""
+        start = cache.length if cache is not None else 0
+        positions = torch.arange(start, start + x.shape[1], device=x.device).expand(x.shape[0], -1)
         rope = rotary_angles(positions, self.head_dim, self.theta, x.dtype)
         for i, block in enumerate(self.blocks):
-            x, _ = block(x, rope, None, i)
-        return self.norm(x[:, -n:])
+            x, _ = block(x, rope, cache, i)
+        if cache is not None:
+            cache.length += x.shape[1]
+        return self.norm(x)
 
     def head(self, track: Track, h: Tensor) -> Tensor:
         logits = self.heads[track.value](h)
@@ -587,13 +643,14 @@ class InteractionModel(nn.Module):
         history = self._output_history(previous, first)
         values: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
         logits: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
-        written = context.new_zeros(b, 0, context.shape[-1])
+        depth_cache, hidden = self.depth.start(context, history)
         # The start bias, in logits: log-odds after the text temperature (greedy: as is).
         bias = sampling.start_bias * (sampling.text.temperature or 1.0)
         if bias and teacher is None:
             between = between_after(pending[Track.MODEL_TEXT.value][:, 0]) | first
-        for t, i in lay.output_slots():
-            logit = self.depth.head(t, self.depth.hidden(context, written, history)[:, -1])
+        slots = list(lay.output_slots())
+        for n, (t, i) in enumerate(slots):
+            logit = self.depth.head(t, hidden)
             if teacher is not None:
                 value = teacher[t.value][:, 0, i]
             elif t is Track.MODEL_TEXT and bias:
@@ -603,8 +660,9 @@ class InteractionModel(nn.Module):
                 value = sample_slot(t, logit, sampling, state.generators)
             logits[t].append(logit)
             values[t].append(value)
-            emb = self.embed.track(t, value[:, None, None])[:, 0]
-            written = torch.cat([written, emb], dim=1)
+            if n + 1 < len(slots):
+                emb = self.embed.track(t, value[:, None, None])[:, 0, 0]
+                hidden = self.depth.extend(depth_cache, emb)
         result = StepResult(
             **{t.value: torch.stack(values[t], 1) for t in OUTPUT_TRACKS},
             logits=Logits(**{t.value: torch.stack(logits[t], 1)[:, None] for t in OUTPUT_TRACKS}),
