@@ -312,7 +312,6 @@ class DepthCache:
         self.keys: list[Tensor] = []
         self.values: list[Tensor] = []
         self.length = 0  # positions stored
-        self.slots_written = 0  # output slots added by DepthDecoder.extend
 
     def attend(
         self, layer: int, k_raw: Tensor, k: Tensor, v: Tensor
@@ -390,9 +389,9 @@ class DepthDecoder(nn.Module):
     def extend(self, cache: DepthCache, written: Tensor) -> Tensor:
         """Streaming: the embedding [M, d_model] of the slot just written -> the depth
         state that predicts the next slot [M, dd]."""
-        j = cache.slots_written + 1
+        history = self.n_out if self.history is not None else 0
+        j = cache.length - history  # the output slot this position predicts
         x = (self.slot_in(written) + self.slots.weight[j])[:, None]
-        cache.slots_written = j
         return self._run(x, cache)[:, -1]
 
     def _with_history(self, x: Tensor, history: Tensor | None) -> Tensor:
