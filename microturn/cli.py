@@ -117,6 +117,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     bi.add_argument("--out", type=Path, default=Path("out/interact"))
     bi.set_defaults(run=_cmd_bench_interact)
+    bc = bench.add_parser(
+        "compare", help="is B better than A? paired bootstrap over two interact runs' episodes"
+    )
+    bc.add_argument("a", type=Path, help="a `bench interact` output folder (the baseline)")
+    bc.add_argument("b", type=Path, help="another, on the same split, seed and episodes")
+    bc.add_argument("--resamples", type=int, default=2000)
+    bc.add_argument("--out", type=Path, help="where to write (default: B/compare)")
+    bc.set_defaults(run=_cmd_bench_compare)
 
     data = sub.add_parser("data", help="generate training shards and an evaluation set")
     data.add_argument("--out", type=Path, default=Path("data"))
@@ -413,6 +421,16 @@ def _cmd_bench_interact(args: argparse.Namespace) -> int:
     )
     print(interact.report_table(data))
     print(f"wrote {args.out}/interact.json, interact.md, episodes.json and timeline plots")
+    return 0
+
+
+def _cmd_bench_compare(args: argparse.Namespace) -> int:
+    from microturn.bench import compare
+
+    out = args.out or args.b / "compare"
+    result = compare.run(args.a, args.b, out, resamples=args.resamples)
+    print(compare.report_table(result, str(args.a), str(args.b)))
+    print(f"wrote {out}/compare.json, compare.md and compare.png")
     return 0
 
 

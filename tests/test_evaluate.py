@@ -15,6 +15,7 @@ from microturn.codecs.text import Special
 from microturn.codecs.vision import VisionCodec
 from microturn.model import InteractionModel, ModelConfig
 from microturn.scenarios import get
+from microturn.scenarios.scoring import headline
 from microturn.stream.layout import INPUT_TRACKS, Layout, MicroTurns, pack_episode
 from microturn.train.evaluate import (
     EPISODES_FILE,
@@ -22,7 +23,6 @@ from microturn.train.evaluate import (
     StartOdds,
     driver_for,
     free_run,
-    headline,
     load_eval_set,
     slot_tally,
     start_odds,

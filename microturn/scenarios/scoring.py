@@ -174,3 +174,27 @@ def numbers_in(text: str) -> list[int]:
             flush()
     flush()
     return out
+
+
+def _get(scores: dict[str, float], key: str) -> float:
+    return float(scores.get(key) or 0.0)  # a metric with no applicable episode counts 0
+
+
+# One figure per scenario that says whether it works (higher is better, at most 1);
+# rates of doing the wrong thing are subtracted so that talking all the time never pays.
+HEADLINE = {
+    "turn_taking": lambda m: _get(m, "turn_tor") - _get(m, "pause_tor"),
+    "interruption": lambda m: _get(m, "stop_rate_0_5s"),
+    "backchannel": lambda m: _get(m, "reply_rate") - _get(m, "takeover_rate"),
+    "time_awareness": lambda m: _get(m, "macro_accuracy"),
+    "proactive_vision": lambda m: _get(m, "accuracy") - _get(m, "false_alarm_rate"),
+    "repetition_counting": lambda m: _get(m, "accuracy"),
+    "delegation": lambda m: _get(m, "accuracy"),
+}
+
+
+def headline(scores: dict[str, dict[str, float]]) -> float:
+    """Mean headline figure over the evaluated scenarios: what picks the best checkpoint in
+    training and what `microturn bench compare` tests."""
+    values = [HEADLINE[name](metrics) for name, metrics in scores.items()]
+    return float(np.mean(values)) if values else 0.0

@@ -32,10 +32,11 @@ from microturn.model import InteractionModel, ModelConfig, save_pretrained, to_b
 from microturn.model.checkpoint import from_pretrained
 from microturn.model.loss import per_slot_losses, slot_mean
 from microturn.model.sampling import between_before
+from microturn.scenarios.scoring import headline
 from microturn.stream.layout import MicroTurns, Track
 from microturn.train.augment import augment_batch
 from microturn.train.data import load_shard
-from microturn.train.evaluate import evaluate, headline, load_eval_set
+from microturn.train.evaluate import evaluate, load_eval_set
 
 TRAINER_FILE = "trainer.pt"
 BEST_DIR = "best"

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from microturn.train.evaluate import HEADLINE
+from microturn.scenarios.scoring import HEADLINE
 
 HEADS = ("model_action", "model_text", "model_audio")
 

@@ -1,0 +1,189 @@
+"""`microturn bench compare A B`: is system B measurably better than system A?
+
+Twenty episodes per scenario leave every figure noisy: an interruption rate rests on the
+handful of episodes where the model was speaking when interrupted. Two runs of `bench
+interact` on the same split, seed and episode count see the same episodes, so the
+difference can be judged per episode: a paired bootstrap resamples the episode indices
+of each scenario (the same indices for both systems), re-aggregates each system's
+per-episode scores with the scenario's own `aggregate`, and takes the headline
+(`scenarios.scoring.HEADLINE`) of each. The 95% interval of B - A over the resamples
+says whether a change is larger than the episodes' own noise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microturn.bench.report import markdown_table
+from microturn.scenarios import get
+from microturn.scenarios.scoring import HEADLINE
+
+VIEWS = {"asr": "heard", "text": "text track"}
+RESAMPLES = 2000
+LEVEL = 0.95
+
+
+def load_run(folder: Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """A `bench interact` output folder: its summary and its per-episode scores."""
+    summary, episodes = Path(folder) / "interact.json", Path(folder) / "episodes.json"
+    for f in (summary, episodes):
+        if not f.is_file():
+            raise ValueError(f"{folder}: no {f.name} (not a `microturn bench interact` output)")
+    return json.loads(summary.read_text()), json.loads(episodes.read_text())
+
+
+def _paired(a: dict[str, list[dict[str, Any]]], b: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The scenarios both runs scored, after checking they scored the same episodes."""
+    shared = [name for name in a if name in b]
+    if not shared:
+        raise ValueError("the two runs share no scenario")
+    for name in shared:
+        ids_a = [r["episode"] for r in a[name]]
+        ids_b = [r["episode"] for r in b[name]]
+        if ids_a != ids_b:
+            raise ValueError(
+                f"{name}: the runs scored different episodes ({len(ids_a)} against "
+                f"{len(ids_b)}, or another split or seed): a paired comparison needs the same"
+            )
+    return shared
+
+
+def _headline_of(name: str, rows: list[dict[str, Any]], view: str) -> float:
+    return HEADLINE[name](get(name).aggregate([r[view] for r in rows]))
+
+
+def compare(
+    a: dict[str, list[dict[str, Any]]],
+    b: dict[str, list[dict[str, Any]]],
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Per view and scenario, and for the mean over scenarios: A's and B's headline,
+    B - A, its 95% interval and the share of resamples in which B is ahead."""
+    names = _paired(a, b)
+    rng = np.random.default_rng(seed)
+    # The same resampled indices serve both systems and both views.
+    draws = {n: rng.integers(0, len(a[n]), size=(resamples, len(a[n]))) for n in names}
+    lo, hi = (1 - LEVEL) / 2 * 100, (1 + LEVEL) / 2 * 100
+    out: dict[str, Any] = {}
+    for view in VIEWS:
+        diffs = np.zeros((len(names), resamples))
+        rows = []
+        for k, name in enumerate(names):
+            for i, idx in enumerate(draws[name]):
+                diffs[k, i] = _headline_of(name, [b[name][j] for j in idx], view) - _headline_of(
+                    name, [a[name][j] for j in idx], view
+                )
+            rows.append(
+                _row(
+                    name,
+                    _headline_of(name, a[name], view),
+                    _headline_of(name, b[name], view),
+                    diffs[k],
+                    lo,
+                    hi,
+                )
+            )
+        mean_a = float(np.mean([r["a"] for r in rows]))
+        mean_b = float(np.mean([r["b"] for r in rows]))
+        rows.append(_row("mean headline", mean_a, mean_b, diffs.mean(0), lo, hi))
+        out[view] = rows
+    return {"scenarios": names, "resamples": resamples, "level": LEVEL, "views": out}
+
+
+def _row(name: str, a: float, b: float, diffs: np.ndarray, lo: float, hi: float) -> dict:
+    low, high = np.percentile(diffs, [lo, hi])
+    return {
+        "scenario": name,
+        "a": a,
+        "b": b,
+        "b_minus_a": b - a,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "p_b_ahead": float(np.mean(diffs > 0)),
+    }
+
+
+def verdict(row: dict[str, Any]) -> str:
+    """What the interval says about one difference."""
+    if row["ci_low"] > 0:
+        return "B better"
+    if row["ci_high"] < 0:
+        return "B worse"
+    return "no measurable difference"
+
+
+def report_table(result: dict[str, Any], name_a: str, name_b: str) -> str:
+    rows = []
+    for view, label in VIEWS.items():
+        for r in result["views"][view]:
+            rows.append(
+                {
+                    "view": label,
+                    "scenario": r["scenario"],
+                    "A": r["a"],
+                    "B": r["b"],
+                    "B - A": r["b_minus_a"],
+                    "95% interval": f"{r['ci_low']:+.3f} .. {r['ci_high']:+.3f}",
+                    "P(B ahead)": r["p_b_ahead"],
+                    "verdict": verdict(r),
+                }
+            )
+    cols = ["view", "scenario", "A", "B", "B - A", "95% interval", "P(B ahead)", "verdict"]
+    head = (
+        f"A = `{name_a}`, B = `{name_b}`; paired bootstrap over episodes "
+        f"({result['resamples']} resamples)\n\n"
+    )
+    return head + markdown_table(rows, cols) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path, name_a: str, name_b: str) -> None:
+    """B - A with its interval, per scenario and view: what changed at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [r["scenario"] for r in result["views"]["asr"]]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.4))
+    for k, (view, label) in enumerate(VIEWS.items()):
+        rows = result["views"][view]
+        y = np.arange(len(rows))[::-1] + (0.15 if k == 0 else -0.15)
+        d = np.array([r["b_minus_a"] for r in rows])
+        err = np.array(
+            [[r["b_minus_a"] - r["ci_low"], r["ci_high"] - r["b_minus_a"]] for r in rows]
+        )
+        ax.errorbar(d, y, xerr=err.T, fmt="o", capsize=3, label=label)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(np.arange(len(labels))[::-1], labels)
+    ax.set_xlabel(f"headline, B - A ({int(LEVEL * 100)}% paired bootstrap interval)")
+    ax.set_title(f"A = {name_a}   B = {name_b}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(folder_a: Path, folder_b: Path, out: Path, *, resamples: int = RESAMPLES) -> dict:
+    """Compare two `bench interact` outputs; write compare.json, .md and .png to `out`."""
+    summary_a, episodes_a = load_run(folder_a)
+    summary_b, episodes_b = load_run(folder_b)
+    for key in ("split", "episodes_per_scenario"):
+        if summary_a.get(key) != summary_b.get(key):
+            raise ValueError(
+                f"the runs differ in {key}: {summary_a.get(key)!r} against {summary_b.get(key)!r}"
+            )
+    result = compare(episodes_a, episodes_b, resamples=resamples)
+    name_a = f"{summary_a['system']} ({folder_a})"
+    name_b = f"{summary_b['system']} ({folder_b})"
+    result.update(a=str(folder_a), b=str(folder_b), split=summary_a["split"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(result, indent=1))
+    (out / "compare.md").write_text(report_table(result, name_a, name_b))
+    plot(result, out / "compare.png", name_a, name_b)
+    return result
