@@ -11,20 +11,23 @@ behind). The main model was trained without a history, so its states carry what 
 depth decoder needed then: the gap is a lower bound on what a model trained with one
 from scratch gains.
 
-Usage: python scripts/depth-history.py MODEL SHARDS EVAL_SET [SHARD_FILES] [STEPS]
-(SHARDS: a microturn data DIR/train; the first SHARD_FILES of its shards, default 5;
-STEPS default 1000, batches of 256 micro-turns)
+Usage: python scripts/depth-history.py MODEL SHARDS EVAL_SET [--shards N] [--steps N]
+[--only-history --save DIR]
+(SHARDS: a microturn data DIR/train; its first N shards, default 5; steps default 1000,
+batches of 256 micro-turns. `--only-history --save DIR` trains only the arm with the
+history and writes it, on MODEL's main model, as a checkpoint folder: a candidate to
+benchmark.)
 """
 
+import argparse
 import math
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from microturn.model import from_pretrained
+from microturn.model import from_pretrained, save_pretrained
 from microturn.model.batch import to_batch
 from microturn.model.loss import per_slot_losses
 from microturn.model.sampling import between_before
@@ -85,47 +88,70 @@ def report(name: str, arm: InteractionModel, data: dict[str, torch.Tensor]) -> N
 
 
 def main() -> None:
-    model = from_pretrained(Path(sys.argv[1])).eval()
-    shard_files = int(sys.argv[4]) if len(sys.argv) > 4 else 5
-    steps = int(sys.argv[5]) if len(sys.argv) > 5 else 1000
-    shards = sorted(Path(sys.argv[2]).glob("shard-*.npz"))[:shard_files]
+    p = argparse.ArgumentParser(prog="python scripts/depth-history.py")
+    p.add_argument("model", type=Path)
+    p.add_argument("shards", type=Path, help="a microturn data DIR/train")
+    p.add_argument("eval_set", type=Path)
+    p.add_argument("--shards", dest="shard_files", type=int, default=5)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--only-history", action="store_true", help="skip the arm without it")
+    p.add_argument("--save", type=Path, help="write the history arm here (a checkpoint)")
+    args = p.parse_args()
+    model = from_pretrained(args.model).eval()
+    shards = sorted(args.shards.glob("shard-*.npz"))[: args.shard_files]
     started = time.perf_counter()
     train = states(model, [turns for s in shards for _, turns in load_shard(s, model.layout)])
-    held = states(model, [turns for _, turns in load_eval_set(Path(sys.argv[3]), model.layout)])
+    held = states(model, [turns for _, turns in load_eval_set(args.eval_set, model.layout)])
     print(
         f"states of {train['context'].shape[0]} training and {held['context'].shape[0]} "
         f"evaluation micro-turns in {time.perf_counter() - started:.0f} s",
         flush=True,
     )
-    report(f"{sys.argv[1]} as trained", model, held)
-    for history in (False, True):
-        torch.manual_seed(1)  # the model's own initialization, the same in both arms
-        arm = InteractionModel(replace(model.cfg, output_history=history))
-        main = {k: v for k, v in model.state_dict().items() if not k.startswith("depth.")}
-        arm.load_state_dict(main, strict=False)
-        arm.requires_grad_(False)
-        params = list(arm.depth.parameters())
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.95), weight_decay=0.1)
-        draw = torch.Generator().manual_seed(0)
-        started = time.perf_counter()
-        for step in range(steps):
-            warm = min(1.0, (step + 1) / 100)
-            cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps))
-            for group in opt.param_groups:
-                group["lr"] = LR * warm * cosine
-            idx = torch.randint(0, train["context"].shape[0], (BATCH_TURNS,), generator=draw)
-            per = per_slot_losses(Logits(**logits_of(arm, train, idx)), targets(train, idx))
-            loss = sum(v.flatten(1).mean() for v in per.values())
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            if (step + 1) % (steps // REPORTS) == 0:
-                took = time.perf_counter() - started
-                report(f"history={history} step {step + 1} ({took:.0f} s)", arm.eval(), held)
-                arm.train()
+    report(f"{args.model} as trained", model, held)
+    for history in (True,) if args.only_history else (False, True):
+        arm = train_arm(model, history, train, held, args.steps)
+        if history and args.save:
+            save_pretrained(arm.eval(), args.save)
+            print(f"wrote {args.save}", flush=True)
+
+
+def train_arm(
+    model: InteractionModel,
+    history: bool,
+    train: dict[str, torch.Tensor],
+    held: dict[str, torch.Tensor],
+    steps: int,
+) -> InteractionModel:
+    """A fresh depth decoder (with or without the history) under `model`'s frozen main
+    model, trained on the cached states; reported REPORTS times on `held`."""
+    torch.manual_seed(1)  # the model's own initialization, the same in both arms
+    arm = InteractionModel(replace(model.cfg, output_history=history))
+    main = {k: v for k, v in model.state_dict().items() if not k.startswith("depth.")}
+    arm.load_state_dict(main, strict=False)
+    arm.requires_grad_(False)
+    params = list(arm.depth.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.95), weight_decay=0.1)
+    draw = torch.Generator().manual_seed(0)
+    started = time.perf_counter()
+    for step in range(steps):
+        warm = min(1.0, (step + 1) / 100)
+        cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for group in opt.param_groups:
+            group["lr"] = LR * warm * cosine
+        idx = torch.randint(0, train["context"].shape[0], (BATCH_TURNS,), generator=draw)
+        per = per_slot_losses(Logits(**logits_of(arm, train, idx)), targets(train, idx))
+        loss = sum(v.flatten(1).mean() for v in per.values())
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if (step + 1) % max(1, steps // REPORTS) == 0:
+            took = time.perf_counter() - started
+            report(f"history={history} step {step + 1} ({took:.0f} s)", arm.eval(), held)
+            arm.train()
+    return arm
 
 
 if __name__ == "__main__":
