@@ -241,7 +241,10 @@ def test_time_awareness_aggregate_is_a_macro_mean() -> None:
     m = s.aggregate(results)
     assert m["remind_every_accuracy"] == 0.5 and m["say_after_accuracy"] == 1.0
     assert m["countdown_accuracy"] is None and m["macro_accuracy"] == 0.75
-    assert s.aggregate([])["macro_accuracy"] is None
+    assert m["cue_recall"] == 3 / 5 and m["extra_cues_per_episode"] == 0  # 2 + 0 + 1 of 2 + 2 + 1
+    late = s.aggregate([s.score(REMIND, _timeline((6.0, 7.0, B), (13.0, 14.0, B)))])
+    assert late["cue_recall"] == 0.5 and late["extra_cues_per_episode"] == 1
+    assert s.aggregate([])["macro_accuracy"] is None and s.aggregate([])["cue_recall"] is None
 
 
 def test_typed_messages_queue_in_order() -> None:

@@ -259,13 +259,23 @@ class TimeAwareness(Scenario):
 
     def aggregate(self, results: list[dict[str, Any]]) -> dict[str, float | None]:
         """Per-category accuracy (None without episodes of it) and their mean over the
-        categories that have episodes."""
+        categories that have episodes; and, since an episode is right only when every cue
+        is, the share of due cues said on time and the cues said wrongly per episode: what
+        shows progress while no episode is right yet."""
         out: dict[str, float | None] = {}
         for c in self.categories:
             rs = [r["correct"] for r in results if r["category"] == c]
             out[f"{c}_accuracy"] = sum(rs) / len(rs) if rs else None
         present = [v for v in out.values() if v is not None]
-        return {"macro_accuracy": sum(present) / len(present) if present else None, **out}
+        expected = sum(r["expected"] for r in results)
+        return {
+            "macro_accuracy": sum(present) / len(present) if present else None,
+            **out,
+            "cue_recall": sum(r["matched"] for r in results) / expected if expected else None,
+            "extra_cues_per_episode": (
+                sum(r["extra"] for r in results) / len(results) if results else None
+            ),
+        }
 
 
 def _numbers(text: str) -> list[str]:
