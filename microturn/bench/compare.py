@@ -102,7 +102,7 @@ def _row(name: str, a: float, b: float, diffs: np.ndarray, lo: float, hi: float)
         "scenario": name,
         "a": a,
         "b": b,
-        "b_minus_a": b - a,
+        "b_minus_a": round(b - a, 12),  # not 7e-18 where the two are equal
         "ci_low": float(low),
         "ci_high": float(high),
         "p_b_ahead": float(np.mean(diffs > 0)),
