@@ -34,6 +34,7 @@ from microturn.model.sampling import between_before
 from microturn.model.transformer import InteractionModel, Logits
 from microturn.train.data import load_shard
 from microturn.train.evaluate import load_eval_set, slot_tally
+from microturn.train.loop import onset_turns
 
 BATCH_TURNS = 256
 LR = 3e-3
@@ -54,6 +55,7 @@ def states(model: InteractionModel, episodes: list) -> dict[str, torch.Tensor]:
             "before": written.roll(1, dims=1)[0].half(),
             "first": torch.arange(turns.n_turns) == 0,
             "inside": ~between_before(batch["model_text"])[0],
+            "onset": onset_turns(batch)[0],
             **{k: batch[k][0] for k in ("model_action", "model_text", "model_audio")},
         }
         for k, v in parts.items():
@@ -96,6 +98,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--only-history", action="store_true", help="skip the arm without it")
     p.add_argument("--save", type=Path, help="write the history arm here (a checkpoint)")
+    p.add_argument(
+        "--onset-weight",
+        type=float,
+        default=0.0,
+        help="extra loss weight where the model starts writing, as in microturn train "
+        "(0: every micro-turn alike, as this script first ran)",
+    )
     args = p.parse_args()
     model = from_pretrained(args.model).eval()
     shards = sorted(args.shards.glob("shard-*.npz"))[: args.shard_files]
@@ -109,7 +118,7 @@ def main() -> None:
     )
     report(f"{args.model} as trained", model, held)
     for history in (True,) if args.only_history else (False, True):
-        arm = train_arm(model, history, train, held, args.steps)
+        arm = train_arm(model, history, train, held, args.steps, args.onset_weight)
         if history and args.save:
             save_pretrained(arm.eval(), args.save)
             print(f"wrote {args.save}", flush=True)
@@ -121,9 +130,11 @@ def train_arm(
     train: dict[str, torch.Tensor],
     held: dict[str, torch.Tensor],
     steps: int,
+    onset_weight: float = 0.0,
 ) -> InteractionModel:
     """A fresh depth decoder (with or without the history) under `model`'s frozen main
-    model, trained on the cached states; reported REPORTS times on `held`."""
+    model, trained on the cached states; reported REPORTS times on `held`. Each
+    micro-turn's loss weighs 1, or 1 + onset_weight where the model starts writing."""
     torch.manual_seed(1)  # the model's own initialization, the same in both arms
     arm = InteractionModel(replace(model.cfg, output_history=history))
     main = {k: v for k, v in model.state_dict().items() if not k.startswith("depth.")}
@@ -142,7 +153,8 @@ def train_arm(
             group["lr"] = LR * warm * cosine
         idx = torch.randint(0, train["context"].shape[0], (BATCH_TURNS,), generator=draw)
         per = per_slot_losses(Logits(**logits_of(arm, train, idx)), targets(train, idx))
-        loss = sum(v.flatten(1).mean() for v in per.values())
+        weight = 1 + onset_weight * train["onset"][idx].float()
+        loss = sum((v.flatten(1).mean(1) * weight).sum() / weight.sum() for v in per.values())
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
