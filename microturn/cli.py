@@ -122,7 +122,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     bc.add_argument("a", type=Path, help="a `bench interact` output folder (the baseline)")
     bc.add_argument("b", type=Path, help="another, on the same split, seed and episodes")
-    bc.add_argument("--resamples", type=int, default=2000)
+    bc.add_argument("--resamples", type=int, help="bootstrap resamples (default 2,000)")
     bc.add_argument("--out", type=Path, help="where to write (default: B/compare)")
     bc.set_defaults(run=_cmd_bench_compare)
 
@@ -429,7 +429,7 @@ def _cmd_bench_compare(args: argparse.Namespace) -> int:
 
     out = args.out or args.b / "compare"
     result = compare.run(args.a, args.b, out, resamples=args.resamples)
-    print(compare.report_table(result, str(args.a), str(args.b)))
+    print(compare.report_table(result))
     print(f"wrote {out}/compare.json, compare.md and compare.png")
     return 0
 

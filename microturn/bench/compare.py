@@ -20,7 +20,7 @@ import numpy as np
 
 from microturn.bench.report import markdown_table
 from microturn.scenarios import get
-from microturn.scenarios.scoring import HEADLINE
+from microturn.scenarios.scoring import HEADLINE, headline
 
 VIEWS = {"asr": "heard", "text": "text track"}
 RESAMPLES = 2000
@@ -52,8 +52,12 @@ def _paired(a: dict[str, list[dict[str, Any]]], b: dict[str, list[dict[str, Any]
     return shared
 
 
+def _aggregate(name: str, rows: list[dict[str, Any]], view: str) -> dict[str, Any]:
+    return get(name).aggregate([r[view] for r in rows])
+
+
 def _headline_of(name: str, rows: list[dict[str, Any]], view: str) -> float:
-    return HEADLINE[name](get(name).aggregate([r[view] for r in rows]))
+    return HEADLINE[name](_aggregate(name, rows, view))
 
 
 def compare(
@@ -89,9 +93,9 @@ def compare(
                     hi,
                 )
             )
-        mean_a = float(np.mean([r["a"] for r in rows]))
-        mean_b = float(np.mean([r["b"] for r in rows]))
-        rows.append(_row("mean headline", mean_a, mean_b, diffs.mean(0), lo, hi))
+        means = [headline({n: _aggregate(n, x[n], view) for n in names}) for x in (a, b)]
+        # the mean over scenarios of each resample's differences: B - A of the mean headline
+        rows.append(_row("mean headline", *means, diffs.mean(0), lo, hi))
         out[view] = rows
     return {"scenarios": names, "resamples": resamples, "level": LEVEL, "views": out}
 
@@ -118,7 +122,8 @@ def verdict(row: dict[str, Any]) -> str:
     return "no measurable difference"
 
 
-def report_table(result: dict[str, Any], name_a: str, name_b: str) -> str:
+def report_table(result: dict[str, Any]) -> str:
+    interval = f"{round(result['level'] * 100)}% interval"
     rows = []
     for view, label in VIEWS.items():
         for r in result["views"][view]:
@@ -129,20 +134,20 @@ def report_table(result: dict[str, Any], name_a: str, name_b: str) -> str:
                     "A": r["a"],
                     "B": r["b"],
                     "B - A": r["b_minus_a"],
-                    "95% interval": f"{r['ci_low']:+.3f} .. {r['ci_high']:+.3f}",
+                    interval: f"{r['ci_low']:+.3f} .. {r['ci_high']:+.3f}",
                     "P(B ahead)": r["p_b_ahead"],
                     "verdict": verdict(r),
                 }
             )
-    cols = ["view", "scenario", "A", "B", "B - A", "95% interval", "P(B ahead)", "verdict"]
+    cols = ["view", "scenario", "A", "B", "B - A", interval, "P(B ahead)", "verdict"]
     head = (
-        f"A = `{name_a}`, B = `{name_b}`; paired bootstrap over episodes "
+        f"A = `{result['a']}`, B = `{result['b']}`; paired bootstrap over episodes "
         f"({result['resamples']} resamples)\n\n"
     )
     return head + markdown_table(rows, cols) + "\n"
 
 
-def plot(result: dict[str, Any], path: Path, name_a: str, name_b: str) -> None:
+def plot(result: dict[str, Any], path: Path) -> None:
     """B - A with its interval, per scenario and view: what changed at a glance."""
     import matplotlib
 
@@ -161,16 +166,17 @@ def plot(result: dict[str, Any], path: Path, name_a: str, name_b: str) -> None:
         ax.errorbar(d, y, xerr=err.T, fmt="o", capsize=3, label=label)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(np.arange(len(labels))[::-1], labels)
-    ax.set_xlabel(f"headline, B - A ({int(LEVEL * 100)}% paired bootstrap interval)")
-    ax.set_title(f"A = {name_a}   B = {name_b}", fontsize=9)
+    ax.set_xlabel(f"headline, B - A ({round(result['level'] * 100)}% paired bootstrap interval)")
+    ax.set_title(f"A = {result['a']}   B = {result['b']}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def run(folder_a: Path, folder_b: Path, out: Path, *, resamples: int = RESAMPLES) -> dict:
-    """Compare two `bench interact` outputs; write compare.json, .md and .png to `out`."""
+def run(folder_a: Path, folder_b: Path, out: Path, *, resamples: int | None = None) -> dict:
+    """Compare two `bench interact` outputs (RESAMPLES resamples unless told); write
+    compare.json, .md and .png to `out`."""
     summary_a, episodes_a = load_run(folder_a)
     summary_b, episodes_b = load_run(folder_b)
     for key in ("split", "episodes_per_scenario"):
@@ -178,12 +184,14 @@ def run(folder_a: Path, folder_b: Path, out: Path, *, resamples: int = RESAMPLES
             raise ValueError(
                 f"the runs differ in {key}: {summary_a.get(key)!r} against {summary_b.get(key)!r}"
             )
-    result = compare(episodes_a, episodes_b, resamples=resamples)
-    name_a = f"{summary_a['system']} ({folder_a})"
-    name_b = f"{summary_b['system']} ({folder_b})"
-    result.update(a=str(folder_a), b=str(folder_b), split=summary_a["split"])
+    result = compare(episodes_a, episodes_b, resamples=resamples or RESAMPLES)
+    result.update(
+        a=f"{summary_a['system']} ({folder_a})",
+        b=f"{summary_b['system']} ({folder_b})",
+        split=summary_a["split"],
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(result, indent=1))
-    (out / "compare.md").write_text(report_table(result, name_a, name_b))
-    plot(result, out / "compare.png", name_a, name_b)
+    (out / "compare.md").write_text(report_table(result))
+    plot(result, out / "compare.png")
     return result
