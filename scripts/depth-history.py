@@ -12,10 +12,11 @@ depth decoder needed then: the gap is a lower bound on what a model trained with
 from scratch gains.
 
 Usage: python scripts/depth-history.py MODEL SHARDS EVAL_SET [--shards N] [--steps N]
-[--only-history --save DIR]
+[--onset-weight W] [--only-history --save DIR]
 (SHARDS: a microturn data DIR/train; its first N shards, default 5; steps default 1000,
-batches of 256 micro-turns. `--only-history --save DIR` trains only the arm with the
-history and writes it, on MODEL's main model, as a checkpoint folder: a candidate to
+batches of 256 micro-turns; W weighs the micro-turns where the model starts writing as
+`microturn train` does, default 0. `--only-history --save DIR` trains only the arm with
+the history and writes it, on MODEL's main model, as a checkpoint folder: a candidate to
 benchmark.)
 """
 
