@@ -112,8 +112,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bi.add_argument(
         "--start-bias",
         type=float,
-        default=0.0,
-        help="a model's log-odds of starting a message (SamplingConfig.start_bias)",
+        help="a model's log-odds of starting a message (SamplingConfig.start_bias; "
+        "default: what its checkpoint says)",
     )
     bi.add_argument("--out", type=Path, default=Path("out/interact"))
     bi.set_defaults(run=_cmd_bench_interact)
@@ -125,6 +125,16 @@ def _build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--resamples", type=int, help="bootstrap resamples (default 2,000)")
     bc.add_argument("--out", type=Path, help="where to write (default: B/compare)")
     bc.set_defaults(run=_cmd_bench_compare)
+    bk = bench.add_parser(
+        "calibrate", help="choose a checkpoint's start bias on a tune set (train split)"
+    )
+    bk.add_argument("model", type=Path, help="checkpoint folder")
+    bk.add_argument("--biases", help="comma-separated candidates (default -1,0,1,2,3)")
+    bk.add_argument("--episodes", type=int, help="episodes per scenario and bias (default 12)")
+    bk.add_argument("--scenarios", help="comma-separated subset (default: all)")
+    bk.add_argument("--write", action="store_true", help="store the best in the checkpoint")
+    bk.add_argument("--out", type=Path, help="where to write (default: out/calibrate/NAME)")
+    bk.set_defaults(run=_cmd_bench_calibrate)
 
     data = sub.add_parser("data", help="generate training shards and an evaluation set")
     data.add_argument("--out", type=Path, default=Path("data"))
@@ -421,6 +431,30 @@ def _cmd_bench_interact(args: argparse.Namespace) -> int:
     )
     print(interact.report_table(data))
     print(f"wrote {args.out}/interact.json, interact.md, episodes.json and timeline plots")
+    return 0
+
+
+def _cmd_bench_calibrate(args: argparse.Namespace) -> int:
+    from microturn.bench import calibrate
+
+    biases = calibrate.BIASES
+    if args.biases:
+        try:
+            biases = tuple(float(b) for b in args.biases.split(","))
+        except ValueError as err:
+            raise ValueError(f"--biases: numbers separated by commas; got {args.biases!r}") from err
+    names = [n.strip() for n in args.scenarios.split(",")] if args.scenarios else None
+    out = args.out or Path("out/calibrate") / args.model.resolve().name
+    result = calibrate.run(
+        args.model,
+        out,
+        biases=biases,
+        episodes=args.episodes or calibrate.EPISODES,
+        scenarios=names,
+        write=args.write,
+    )
+    print(calibrate.report_table(result))
+    print(f"wrote {out}/calibrate.json, calibrate.md and calibrate.png")
     return 0
 
 

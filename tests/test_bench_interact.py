@@ -7,7 +7,8 @@ import torch
 from microturn.bench import interact
 from microturn.bench.cascade import CascadeSystem, respond
 from microturn.engine.runner import ModelSystem, RawTurn, Recording, run_recording
-from microturn.model import InteractionModel, ModelConfig, save_pretrained
+from microturn.model import InteractionModel, ModelConfig, SamplingConfig, save_pretrained
+from microturn.model.checkpoint import save_sampling
 from microturn.scenarios import NAMES, get
 from microturn.voices import synthesize
 
@@ -75,11 +76,16 @@ def test_harness_runs_a_checkpoint_folder(tmp_path) -> None:
     ckpt, one = str(tmp_path / "ckpt"), {"episodes": 1, "scenarios": ["turn_taking"]}
     data = interact.run(ckpt, "eval", tmp_path / "out", **one)
     assert "turn_taking" in data["scenarios"]
+    assert data["start_bias"] == 0.0  # what the checkpoint says
     # the start bias reaches the model's sampler (its effect: test_model.py) and the report
     quiet = interact.run(ckpt, "eval", tmp_path / "quiet", start_bias=-30.0, **one)
     assert quiet["start_bias"] == -30.0
-    assert interact.make_system(ckpt, -30.0).sampling.start_bias == -30.0
+    assert interact.start_bias_of(interact.make_system(ckpt, -30.0)) == -30.0
     assert "start bias -30" in (tmp_path / "quiet" / "interact.md").read_text()
+    save_sampling(ckpt, SamplingConfig(start_bias=2.5))  # a calibrated checkpoint
+    assert interact.start_bias_of(interact.make_system(ckpt)) == 2.5
+    assert interact.start_bias_of(interact.make_system(ckpt, 0.0)) == 0.0
+    assert interact.start_bias_of(interact.make_system("cascade")) is None
 
 
 def test_harness_bad_names(tmp_path) -> None:

@@ -68,3 +68,10 @@ def test_train_command_has_the_trainer_flags(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "--eval-data" in capsys.readouterr().out
+
+
+def test_calibrate_command_rejects_bad_biases(tmp_path, capsys) -> None:
+    assert main(["bench", "calibrate", str(tmp_path), "--biases", "low,high"]) == 2
+    assert "--biases" in capsys.readouterr().err
+    assert main(["bench", "calibrate", str(tmp_path / "nothing"), "--biases", "0,1"]) == 2
+    assert "not a microturn checkpoint" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from microturn.engine.clock import RealClock, SimulatedClock
 from microturn.engine.engine import Engine, SessionClosedError
 from microturn.engine.runner import ModelSystem, Recording, run_recording
 from microturn.engine.vocoder import StreamingVocoder
-from microturn.model import InteractionModel, ModelConfig
+from microturn.model import InteractionModel, ModelConfig, SamplingConfig
 from microturn.stream.episode import TextEvent, Timeline
 from microturn.stream.layout import Layout
 
@@ -231,6 +231,21 @@ def test_run_recording_and_text_events() -> None:
     assert result.audio.size == len(tl.turns) * 3200
     with pytest.raises(ValueError, match="outside"):
         run_recording(ModelSystem(model), Recording(noise(0), text=[TextEvent(3.0, "late")]))
+
+
+def test_the_engine_samples_as_the_model_says_unless_told() -> None:
+    """A checkpoint's sampling (model.sampling, e.g. a calibrated start bias) reaches the
+    engine, and so the demo, server and bench; a caller's own sampling still wins."""
+    model = tiny_model()
+    rec = Recording(noise(0, 16000))
+
+    def says(system: ModelSystem) -> bool:
+        return any(s.text for s in run_recording(system, rec, seed=1).timeline.speech)
+
+    assert says(ModelSystem(model))  # a random model writes at once
+    model.sampling = SamplingConfig(start_bias=-30.0)
+    assert not says(ModelSystem(model))
+    assert says(ModelSystem(model, sampling=SamplingConfig()))
 
 
 def run_cli(tmp_path, speech, seconds: float, *args: str) -> int:

@@ -16,6 +16,8 @@ from microturn.model import (
     to_batch,
 )
 from microturn.model.batch import INPUT_KEYS
+from microturn.model.checkpoint import load_sampling, save_sampling
+from microturn.model.sampling import HeadSampling
 from microturn.stream.layout import OUTPUT_TRACKS, Layout, MicroTurns
 
 TINY = ModelConfig.preset("tiny")
@@ -225,6 +227,10 @@ def test_start_bias_moves_only_the_decision_to_start_a_message() -> None:
     assert out.model_text[0].tolist() == [pad] * 4
     with pytest.raises(ValueError, match="finite"):
         SamplingConfig(start_bias=float("inf"))
+    # without a `sampling` argument, the model samples as its own `sampling` says
+    model.sampling = SamplingConfig(start_bias=-20.0)
+    state = model.new_state(1, seeds=[3])
+    assert model.step(state, inputs0).model_text[0].tolist() == [pad] * 4
 
 
 def test_losses_and_expert_load() -> None:
@@ -276,6 +282,41 @@ def test_save_and_load(tmp_path) -> None:
     with torch.no_grad():
         diff = from_pretrained(tmp_path / "half")(b)[0].model_text - model(b)[0].model_text
     assert diff.abs().max() < 1e-2
+
+
+def test_a_checkpoint_carries_its_sampling(tmp_path) -> None:
+    """The default sampling travels in config.json: saved, loaded, set alone (the weights
+    untouched), and absent in an older checkpoint (then SamplingConfig())."""
+    model = make_model()
+    model.sampling = SamplingConfig(start_bias=1.5, audio=HeadSampling(0.5, top_p=0.8))
+    ck = save_pretrained(model, tmp_path / "c")
+    assert from_pretrained(ck).sampling == model.sampling
+    assert load_sampling(ck) == model.sampling
+    weights = (ck / "model.safetensors").read_bytes()
+    save_sampling(ck, SamplingConfig(start_bias=-2.0))
+    assert from_pretrained(ck).sampling == SamplingConfig(start_bias=-2.0)
+    assert (ck / "model.safetensors").read_bytes() == weights
+    cfg = json.loads((ck / "config.json").read_text())
+    del cfg["sampling"]
+    (ck / "config.json").write_text(json.dumps(cfg))
+    assert from_pretrained(ck).sampling == SamplingConfig()
+    cfg["sampling"] = {"start_bias": 1.0}  # a partial section keeps the other defaults
+    (ck / "config.json").write_text(json.dumps(cfg))
+    assert from_pretrained(ck).sampling == SamplingConfig(start_bias=1.0)
+    for bad, match in [
+        ({"start_bias": "high"}, "must be a number"),
+        ({"start_bias": float("nan")}, "finite"),
+        ({"eagerness": 2}, "unknown sampling fields"),
+        ({"text": {"temperature": -1}}, "temperature must be >= 0"),
+        ({"text": {"warmth": 1}}, "sampling.text"),
+        ({"text": 0.7}, "must be a JSON object"),
+        ([1, 2], "must be a JSON object"),
+    ]:
+        cfg["sampling"] = bad
+        (ck / "config.json").write_text(json.dumps(cfg))
+        with pytest.raises(ValueError, match="bad sampling") as err:
+            from_pretrained(ck)
+        assert err.match(match)
 
 
 def test_bad_checkpoints(tmp_path) -> None:

@@ -9,6 +9,7 @@ adapter. Episodes come from the scenarios' `eval` or `unseen_engine` split.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +27,31 @@ from microturn.stream.episode import Episode, Timeline
 PLOTS_PER_SCENARIO = 2
 
 
-def make_system(spec: str, start_bias: float = 0.0) -> System:
+def make_system(spec: str, start_bias: float | None = None) -> System:
     """'default' (the shipped model), 'cascade', or a checkpoint folder; a model samples
-    with `start_bias` (SamplingConfig: log-odds of starting a message)."""
+    as its checkpoint says, or with `start_bias` (SamplingConfig: log-odds of starting a
+    message) where one is given."""
     from microturn.bench.cascade import CascadeSystem
     from microturn.model import from_pretrained
-    from microturn.model.sampling import SamplingConfig
 
     if spec == "cascade":
-        if start_bias:
+        if start_bias is not None:
             raise ValueError("--start-bias applies to a model, not the cascade")
         return CascadeSystem()
     path = default_checkpoint() if spec == "default" else Path(spec)
     if not (path / CONFIG_FILE).is_file():
         raise ValueError(f"{spec}: not a system name (default, cascade) or checkpoint folder")
-    sampling = SamplingConfig(start_bias=start_bias)
-    return ModelSystem(from_pretrained(path), name=spec, sampling=sampling)
+    model = from_pretrained(path)
+    if start_bias is not None:
+        model.sampling = replace(model.sampling, start_bias=start_bias)
+    return ModelSystem(model, name=spec)
+
+
+def start_bias_of(system: System) -> float | None:
+    """The start bias a system samples with (None: not a model)."""
+    model = getattr(system, "model", None)
+    sampling = getattr(system, "sampling", None) or getattr(model, "sampling", None)
+    return None if sampling is None else sampling.start_bias
 
 
 def recording_for(episode: Episode, system: System) -> Recording:
@@ -65,7 +75,7 @@ def run(
     episodes: int = 20,
     scenarios: list[str] | None = None,
     seed: int = 0,
-    start_bias: float = 0.0,
+    start_bias: float | None = None,
 ) -> dict[str, Any]:
     names = scenarios or list(NAMES)
     for name in names:
@@ -107,7 +117,7 @@ def run(
         "system": system.name,
         "split": split,
         "episodes_per_scenario": episodes,
-        "start_bias": start_bias,
+        "start_bias": start_bias_of(system),
         "scenarios": results["asr"],  # what was heard: the honest figure
         "scenarios_text": results["text"],  # what the text track says was said
     }

@@ -305,7 +305,7 @@ class Engine:
         self.layout = model.layout
         _one_blas_thread()
         self.clock = clock or SimulatedClock()
-        self.sampling = sampling or SamplingConfig()
+        self.sampling = sampling or model.sampling  # the checkpoint's default
         self.idle_timeout_s = idle_timeout_s
         self.vocoder_iters = vocoder_iters
         self.keep_audio = keep_audio  # keep every session's speech (offline use only)

@@ -1,9 +1,9 @@
 """Save and load: safetensors weights plus a JSON config, written atomically.
 
-A checkpoint folder holds `config.json` (ModelConfig, layout included) and
-`model.safetensors`. Loading checks everything it can and says what is wrong: missing
-files, unreadable JSON, unknown fields, corrupt tensors, missing or unexpected weights,
-shapes that do not match the config.
+A checkpoint folder holds `config.json` (ModelConfig, layout included, and how the model
+samples by default: SamplingConfig) and `model.safetensors`. Loading checks everything
+it can and says what is wrong: missing files, unreadable JSON, unknown fields, corrupt
+tensors, missing or unexpected weights, shapes that do not match the config.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from microturn.model.config import ModelConfig
+from microturn.model.sampling import SamplingConfig
 from microturn.model.transformer import InteractionModel
 
 # The shipped model (`make demo`, `microturn run`, `bench interact --system default`).
@@ -49,12 +50,25 @@ def save_pretrained(
             t = t.to(dtype)
         tensors[name] = t
     _atomic(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
-    text = json.dumps({"model": model.cfg.to_dict(), "format": "microturn.model/1"}, indent=1)
-    _atomic(directory / CONFIG_FILE, lambda p: p.write_text(text))
+    _write_config(directory, model.cfg, model.sampling)
     return directory
 
 
-def load_config(directory: str | Path) -> ModelConfig:
+def save_sampling(directory: str | Path, sampling: SamplingConfig) -> None:
+    """Set a checkpoint's default sampling (config.json only; the weights stay as they
+    are), so every user of the folder (bench, demo, server) samples this way."""
+    _write_config(Path(directory), load_config(directory), sampling)
+
+
+def _write_config(directory: Path, cfg: ModelConfig, sampling: SamplingConfig) -> None:
+    text = json.dumps(
+        {"model": cfg.to_dict(), "sampling": sampling.to_dict(), "format": "microturn.model/1"},
+        indent=1,
+    )
+    _atomic(directory / CONFIG_FILE, lambda p: p.write_text(text))
+
+
+def _read_config(directory: str | Path) -> dict:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise ValueError(f"{directory}: not a microturn checkpoint (no {CONFIG_FILE})")
@@ -64,7 +78,19 @@ def load_config(directory: str | Path) -> ModelConfig:
         raise ValueError(f"{path}: corrupt config ({err})") from err
     if not isinstance(data, dict) or data.get("format") != "microturn.model/1":
         raise ValueError(f"{path}: not a microturn.model/1 config")
-    return ModelConfig.from_dict(data.get("model"))
+    return data
+
+
+def load_config(directory: str | Path) -> ModelConfig:
+    return ModelConfig.from_dict(_read_config(directory).get("model"))
+
+
+def load_sampling(directory: str | Path) -> SamplingConfig:
+    """The checkpoint's default sampling (SamplingConfig() where config.json has none)."""
+    try:
+        return SamplingConfig.from_dict(_read_config(directory).get("sampling"))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{Path(directory) / CONFIG_FILE}: bad sampling ({err})") from err
 
 
 def from_pretrained(
@@ -76,6 +102,7 @@ def from_pretrained(
 
     directory = Path(directory)
     cfg = load_config(directory)
+    sampling = load_sampling(directory)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise ValueError(f"{directory}: no {WEIGHTS_FILE}")
@@ -102,6 +129,7 @@ def from_pretrained(
         if not torch.isfinite(t.float()).all():
             raise ValueError(f"{weights}: {name} holds NaN or Inf")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
+    model.sampling = sampling
     return model.to(dtype)
 
 

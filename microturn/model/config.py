@@ -91,12 +91,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        if not isinstance(d, dict):
-            raise ValueError(f"model config must be a JSON object, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown model config fields: {unknown}")
+        checked_fields(cls, d, "model config")
         try:
             return cls(**d)
         except TypeError as err:
@@ -147,3 +142,14 @@ PRESETS: dict[str, ModelConfig] = {
         depth_d_ff=4096,
     ),
 }
+
+
+def checked_fields(cls: type, d: Any, what: str) -> dict[str, Any]:
+    """`d` from a JSON file, once it is an object whose keys all name fields of the
+    dataclass `cls`: a clear error for what a hand-edited config gets wrong."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{what} must be a JSON object, got {type(d).__name__}")
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {what} fields: {unknown}")
+    return d

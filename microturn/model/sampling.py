@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from microturn.codecs.text import ACTION_NAMES, N_BYTES, VOCAB_SIZE, Special
+from microturn.model.config import checked_fields
 from microturn.stream.layout import Track
 
 
@@ -44,6 +46,26 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if not math.isfinite(self.start_bias):
             raise ValueError("start_bias must be finite")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> SamplingConfig:
+        """What a checkpoint's config.json says about sampling; a missing field keeps
+        its default, so a checkpoint without the section samples as before."""
+        if d is None:
+            return cls()
+        checked_fields(cls, d, "sampling")
+        heads = {
+            name: HeadSampling(**checked_fields(HeadSampling, d[name], f"sampling.{name}"))
+            for name in ("text", "action", "audio")
+            if name in d
+        }
+        rest = {k: v for k, v in d.items() if k not in heads}
+        if "start_bias" in rest and not isinstance(rest["start_bias"], int | float):
+            raise ValueError("sampling.start_bias must be a number")
+        return cls(**heads, **rest)
 
     def for_track(self, track: Track) -> HeadSampling:
         return {

@@ -29,6 +29,7 @@ from microturn.codecs.text import VOCAB_SIZE, Special
 from microturn.model.cache import StreamState, window_mask
 from microturn.model.config import ModelConfig
 from microturn.model.rope import rotary, rotary_angles
+from microturn.model.sampling import SamplingConfig
 from microturn.stream.layout import (
     INPUT_TRACKS,
     OUTPUT_TRACKS,
@@ -469,6 +470,9 @@ class InteractionModel(nn.Module):
         )
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.depth = DepthDecoder(cfg)
+        # How this model samples unless a caller says otherwise: a checkpoint carries it
+        # (config.json "sampling"), e.g. a start bias chosen by `microturn bench calibrate`.
+        self.sampling = SamplingConfig()
         if not any(p.is_meta for p in self.parameters()):
             self.reset_parameters()
 
@@ -598,7 +602,7 @@ class InteractionModel(nn.Module):
         state: StreamState,
         inputs: dict[str, Tensor],
         *,
-        sampling: object | None = None,
+        sampling: SamplingConfig | None = None,
         teacher: dict[str, Tensor] | None = None,
     ) -> StepResult:
         """One micro-turn for every stream in `state`: one forward over the previous
@@ -609,7 +613,6 @@ class InteractionModel(nn.Module):
         """
         from microturn.model.batch import validate_batch
         from microturn.model.sampling import (
-            SamplingConfig,
             between_after,
             bias_start,
             next_between,
@@ -621,7 +624,7 @@ class InteractionModel(nn.Module):
         validate_batch(inputs, lay, tracks=INPUT_TRACKS, batch_size=b, turns=1)
         if teacher is not None:
             validate_batch(teacher, lay, tracks=OUTPUT_TRACKS, batch_size=b, turns=1)
-        sampling = sampling or SamplingConfig()
+        sampling = sampling or self.sampling
         pending = {k: v[:, None] for k, v in state.get_pending().items()}
         previous = self._in_slot_order(self._output_embeddings(pending), OUTPUT_TRACKS)
         current = self._in_slot_order(self.embed.inputs(inputs), INPUT_TRACKS)

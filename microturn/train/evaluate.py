@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenarios", default="", help="comma-separated subset (default: all)")
     p.add_argument("--seeds", default="0", help="comma-separated sampling seeds")
     p.add_argument(
-        "--start-bias", type=float, default=0.0, help="SamplingConfig.start_bias (log-odds)"
+        "--start-bias", type=float, help="SamplingConfig.start_bias (default: the checkpoint's)"
     )
     p.add_argument("--show", action="store_true", help="also print what the model said")
     args = p.parse_args(argv)
@@ -301,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         eval_set = [x for x in eval_set if x[0].scenario in wanted]
         if not eval_set:
             raise SystemExit(f"{args.set} holds no episodes of {args.scenarios}")
-    sampling = SamplingConfig(start_bias=args.start_bias)
+    sampling = model.sampling
+    if args.start_bias is not None:
+        sampling = replace(sampling, start_bias=args.start_bias)
     for seed in (int(s) for s in args.seeds.split(",")):
         runs = timelines(model, eval_set, seed=seed, sampling=sampling)
         if args.show:
@@ -309,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 said = [f"{s.start_s:.1f} s {s.text!r}" for s in run.speech if s.text]
                 print(f"# {ep.id}: " + "; ".join(said), file=sys.stderr)
         scores = score(eval_set, runs)
-        row = {"model": str(args.model), "seed": seed, "start_bias": args.start_bias}
+        row = {"model": str(args.model), "seed": seed, "start_bias": sampling.start_bias}
         print(json.dumps({**row, "headline": headline(scores), **scores}))
     return 0
 

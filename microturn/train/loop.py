@@ -28,7 +28,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from microturn.codecs.text import Special
-from microturn.model import InteractionModel, ModelConfig, save_pretrained, to_batch
+from microturn.model import (
+    InteractionModel,
+    ModelConfig,
+    SamplingConfig,
+    save_pretrained,
+    to_batch,
+)
 from microturn.model.checkpoint import from_pretrained
 from microturn.model.loss import per_slot_losses, slot_mean
 from microturn.model.sampling import between_before
@@ -232,6 +238,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         if model.cfg.layout != model_cfg.layout:
             raise ValueError(f"--init {cfg.init}: its layout differs from preset {cfg.preset!r}")
         model = model.grow(**parts)
+        model.sampling = SamplingConfig()  # `init`'s calibration does not fit new weights
         model_cfg = model.cfg
     else:
         with torch.device(device):
