@@ -133,7 +133,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bk.add_argument("--episodes", type=int, help="episodes per scenario and bias (default 12)")
     bk.add_argument("--scenarios", help="comma-separated subset (default: all)")
     bk.add_argument("--write", action="store_true", help="store the best in the checkpoint")
-    bk.add_argument("--out", type=Path, help="where to write (default: out/calibrate/NAME)")
+    bk.add_argument("--out", type=Path, help="where to write (default: out/calibrate/...)")
     bk.set_defaults(run=_cmd_bench_calibrate)
 
     data = sub.add_parser("data", help="generate training shards and an evaluation set")
@@ -444,12 +444,13 @@ def _cmd_bench_calibrate(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise ValueError(f"--biases: numbers separated by commas; got {args.biases!r}") from err
     names = [n.strip() for n in args.scenarios.split(",")] if args.scenarios else None
-    out = args.out or Path("out/calibrate") / args.model.resolve().name
+    # runs/x and runs/x/best get folders of their own
+    out = args.out or Path("out/calibrate") / "-".join(args.model.resolve().parts[-2:])
     result = calibrate.run(
         args.model,
         out,
         biases=biases,
-        episodes=args.episodes or calibrate.EPISODES,
+        episodes=calibrate.EPISODES if args.episodes is None else args.episodes,
         scenarios=names,
         write=args.write,
     )

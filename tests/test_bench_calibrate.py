@@ -5,26 +5,58 @@ import torch
 
 from microturn.bench import calibrate
 from microturn.model import InteractionModel, ModelConfig, from_pretrained, save_pretrained
+from microturn.scenarios import TUNE_FIRST_SEED
 
 
-def test_calibrate_benches_each_bias_on_the_tune_set_and_writes_the_best(tmp_path) -> None:
+def test_calibrate_runs_the_benchmark_on_the_tune_set(tmp_path) -> None:
+    """The real thing, small: a checkpoint benched per bias on the train split at tune
+    seeds, the report written, the winner stored."""
     torch.manual_seed(0)
     ckpt = save_pretrained(InteractionModel(ModelConfig.preset("tiny")), tmp_path / "ckpt")
     out = tmp_path / "cal"
     result = calibrate.run(
-        ckpt, out, biases=(-30.0, 0.0), episodes=1, scenarios=["turn_taking"], write=True
+        ckpt, out, biases=(-30.0, -0.0), episodes=1, scenarios=["turn_taking"], write=True
     )
     assert [r["start_bias"] for r in result["rows"]] == [-30.0, 0.0]
-    assert result["best"] == calibrate.best_of(result["rows"])["start_bias"]
     assert from_pretrained(ckpt).sampling.start_bias == result["best"]
-    for bias in (-30.0, 0.0):  # the tune set: the train split, far from training seeds
+    for bias in (-30.0, 0.0):
         run = json.loads((calibrate.folder_for(out, bias) / "interact.json").read_text())
         assert run["split"] == "train" and run["start_bias"] == bias
         episodes = json.loads((calibrate.folder_for(out, bias) / "episodes.json").read_text())
-        assert episodes["turn_taking"][0]["episode"].endswith(f"{calibrate.TUNE_SEED}")
+        assert episodes["turn_taking"][0]["episode"].endswith(str(TUNE_FIRST_SEED))
     assert json.loads((out / "calibrate.json").read_text())["best"] == result["best"]
     assert "best" in (out / "calibrate.md").read_text()
     assert (out / "calibrate.png").stat().st_size > 0
+
+
+def test_calibrate_writes_the_winner_and_checks_it_on_fresh_episodes(tmp_path, monkeypatch) -> None:
+    """With headlines fixed per bias: the best one is stored, and the check against bias
+    0 runs both on tune seeds the search never saw."""
+    torch.manual_seed(0)
+    ckpt = save_pretrained(InteractionModel(ModelConfig.preset("tiny")), tmp_path / "ckpt")
+    calls = []
+    scores = {0.0: 0.1, 1.0: 0.4, 2.0: 0.2}
+
+    def fake_interact(system, split, out, *, seed, start_bias, **_):
+        calls.append((start_bias, seed))
+        return {"scenarios": {"repetition_counting": {"accuracy": scores[start_bias]}}}
+
+    def fake_compare(a, b, out):
+        assert a.name == "bias+0" and a.parent.name == b.parent.name == "check"
+        return {"views": {"asr": [{"b_minus_a": 0.3, "ci_low": 0.1, "ci_high": 0.5}]}}
+
+    monkeypatch.setattr(calibrate.interact, "run", fake_interact)
+    monkeypatch.setattr(calibrate.compare, "run", fake_compare)
+    result = calibrate.run(ckpt, tmp_path / "cal", biases=(0.0, 1.0, 2.0), write=True)
+    assert result["best"] == 1.0 and from_pretrained(ckpt).sampling.start_bias == 1.0
+    seed = TUNE_FIRST_SEED
+    check = seed + calibrate.CHECK_OFFSET
+    assert calls == [(0.0, seed), (1.0, seed), (2.0, seed), (0.0, check), (1.0, check)]
+    assert result["check"]["seed"] == check
+    assert "B better" in (tmp_path / "cal" / "calibrate.md").read_text()
+    # without --write the checkpoint keeps what it had
+    calibrate.run(ckpt, tmp_path / "cal2", biases=(0.0, 2.0))
+    assert from_pretrained(ckpt).sampling.start_bias == 1.0
 
 
 def test_best_of_prefers_the_higher_mean_then_the_smaller_bias() -> None:
@@ -38,10 +70,22 @@ def test_best_of_prefers_the_higher_mean_then_the_smaller_bias() -> None:
     assert calibrate.best_of(rows[1:2])["start_bias"] == 0.0
 
 
-def test_calibrate_refuses_bad_requests(tmp_path) -> None:
-    with pytest.raises(ValueError, match="at least one bias"):
-        calibrate.run(tmp_path, tmp_path / "o", biases=())
-    with pytest.raises(ValueError, match="repeat"):
-        calibrate.run(tmp_path, tmp_path / "o", biases=(1.0, 1.0))
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"biases": ()}, "at least one bias"),
+        ({"biases": (1.0, 1.0)}, "repeat"),
+        ({"biases": (0.0, -0.0)}, "repeat"),
+        ({"biases": (0.0, float("nan"))}, "finite"),
+        ({"biases": (0.0,), "episodes": 0}, "at least 1"),
+    ],
+)
+def test_calibrate_refuses_bad_requests_before_any_work(tmp_path, kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        calibrate.run(tmp_path, tmp_path / "o", **kwargs)
+    assert not (tmp_path / "o").exists()
+
+
+def test_calibrate_refuses_what_is_not_a_checkpoint(tmp_path) -> None:
     with pytest.raises(ValueError, match="not a microturn checkpoint"):
         calibrate.run(tmp_path / "nothing", tmp_path / "o", biases=(0.0,))

@@ -10,13 +10,16 @@ from microturn.model import (
     InteractionModel,
     Logits,
     ModelConfig,
+    SamplingConfig,
     from_pretrained,
     output_losses,
     save_pretrained,
     to_batch,
 )
+from microturn.model.checkpoint import save_sampling
 from microturn.model.loss import per_turn_losses
 from microturn.model.sampling import between_before, next_between
+from microturn.scenarios import TUNE_FIRST_SEED
 from microturn.stream.layout import Layout
 from microturn.train.augment import augment_audio, augment_batch
 from microturn.train.data import load_shard, make_example, save_shard, write_shards
@@ -147,13 +150,16 @@ def test_scenario_filter_and_fine_tuning_from_a_model(shards, tmp_path) -> None:
     assert {s for r in result["log"] for s in r["by_scenario"]} == {"turn_taking"}
     with pytest.raises(ValueError, match="no episodes of counting"):
         train(TrainConfig(out=str(tmp_path / "x"), steps=1, scenarios="counting", **base))
-    # --init starts from the trained weights, not from a fresh initialization
+    # --init starts from the trained weights, not from a fresh initialization, and not
+    # from their calibrated sampling
+    save_sampling(tmp_path / "a", SamplingConfig(start_bias=2.0))
     start = from_pretrained(tmp_path / "a")
     fine = train(
         TrainConfig(out=str(tmp_path / "b"), steps=1, lr=0.0, init=str(tmp_path / "a"), **base)
     )
     assert fine["steps"] == 1
     tuned = from_pretrained(tmp_path / "b")
+    assert tuned.sampling == SamplingConfig()
     for name, p in start.state_dict().items():
         assert torch.equal(p, tuned.state_dict()[name]), name  # lr 0: weights unchanged
     # --clock-octaves grows a clock on the fine-tuned model; training moves it off zero
@@ -186,6 +192,14 @@ def test_scenario_filter_and_fine_tuning_from_a_model(shards, tmp_path) -> None:
     assert moved and all(n.startswith("depth.") for n in moved), moved
     with pytest.raises(ValueError, match="no parameter"):
         train(TrainConfig(out=str(tmp_path / "e"), steps=1, train_only="nothing", **base))
+
+
+def test_training_seeds_stay_below_the_tune_set(tmp_path) -> None:
+    with pytest.raises(ValueError, match="tune set"):
+        write_shards(
+            tmp_path / "d", ["turn_taking"], 2, TINY, workers=1, first_seed=TUNE_FIRST_SEED - 1
+        )
+    assert not (tmp_path / "d").exists()  # refused before any work
 
 
 def test_no_shards_is_an_error(tmp_path) -> None:

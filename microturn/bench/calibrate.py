@@ -3,18 +3,20 @@
 The start bias (SamplingConfig.start_bias) sets when the model takes the floor: too low
 and it never answers, too high and it talks into the user's pauses. Chosen by looking at
 the eval split, that split's figures would flatter it. So the tune set is the *train*
-split (voices the model heard in training) at seeds far above any training data's
-(`microturn data` starts at 100,000; TUNE_SEED is 9,000,000): new episodes, not the
+split (voices the model heard in training) at seeds from TUNE_FIRST_SEED (9,000,000),
+which training data never reaches (`microturn data` refuses): new episodes, not the
 benchmark's. `bench interact` runs once per candidate bias on the same episodes; the
-bias with the best mean headline (heard) wins, and a paired bootstrap against bias 0 says
-whether the win is larger than the episodes' noise. `--write` stores the winner in the
-checkpoint's config.json, so every user of the folder (bench, demo, server) samples
-with it.
+bias with the best mean headline (heard) wins. The winner was picked on those episodes,
+so comparing it with bias 0 there would flatter it too: the check runs both again on a
+fresh block of tune seeds and judges them with the paired bootstrap of `bench compare`.
+`--write` stores the winner in the checkpoint's config.json (before the check, so a
+failure there loses nothing), and every user of the folder samples with it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,12 +26,13 @@ import numpy as np
 from microturn.bench import compare, interact
 from microturn.bench.report import markdown_table
 from microturn.model.checkpoint import load_sampling, save_sampling
+from microturn.scenarios import TUNE_FIRST_SEED
 from microturn.scenarios.scoring import HEADLINE, headline
 
 TUNE_SPLIT = "train"
-TUNE_SEED = 9_000_000
 BIASES = (-1.0, 0.0, 1.0, 2.0, 3.0)
 EPISODES = 12
+CHECK_OFFSET = 100_000  # the check's episodes: tune seeds this far above the search's
 
 
 def folder_for(out: Path, bias: float) -> Path:
@@ -43,29 +46,37 @@ def run(
     biases: tuple[float, ...] = BIASES,
     episodes: int = EPISODES,
     scenarios: list[str] | None = None,
-    seed: int = TUNE_SEED,
+    seed: int = TUNE_FIRST_SEED,
     write: bool = False,
 ) -> dict[str, Any]:
     """Bench `checkpoint` on the tune set at each bias; pick the best mean headline
-    (ties: the smallest |bias|); write calibrate.json, .md, .png to `out` and, with
-    `write`, the winner into the checkpoint."""
+    (ties: the smallest |bias|); with `write`, store it in the checkpoint; check it
+    against bias 0 on fresh tune episodes; write calibrate.json, .md, .png to `out`."""
+    biases = tuple(float(b) + 0.0 for b in biases)  # + 0.0: -0 is 0
     if not biases:
         raise ValueError("give at least one bias")
+    if not all(math.isfinite(b) for b in biases):
+        raise ValueError(f"biases must be finite: {biases}")
     if len(set(biases)) != len(biases):
         raise ValueError(f"biases repeat: {biases}")
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1; got {episodes}")
     before = load_sampling(checkpoint)  # a bad checkpoint fails before any work
-    rows = []
-    for bias in biases:
-        data = interact.run(
+
+    def bench(bias: float, folder: Path, first_seed: int) -> dict[str, Any]:
+        return interact.run(
             str(checkpoint),
             TUNE_SPLIT,
-            folder_for(out, bias),
+            folder,
             episodes=episodes,
             scenarios=scenarios,
-            seed=seed,
+            seed=first_seed,
             start_bias=bias,
         )
-        heard = data["scenarios"]
+
+    rows = []
+    for bias in biases:
+        heard = bench(bias, folder_for(out, bias), seed)["scenarios"]
         rows.append(
             {
                 "start_bias": bias,
@@ -73,29 +84,35 @@ def run(
                 **{name: HEADLINE[name](metrics) for name, metrics in heard.items()},
             }
         )
-    best = best_of(rows)
+    best = best_of(rows)["start_bias"]
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "split": TUNE_SPLIT,
         "seed": seed,
         "episodes_per_scenario": episodes,
         "rows": rows,
-        "best": best["start_bias"],
+        "best": best,
         "before": before.start_bias,
         "written": write,
     }
-    if 0.0 in biases and best["start_bias"] != 0.0:
-        compared = compare.run(
-            folder_for(out, 0.0), folder_for(out, best["start_bias"]), out / "against-0"
-        )
-        result["against_0"] = compared["views"]["asr"][-1]  # the mean headline, heard
+    if write:
+        save_sampling(checkpoint, replace(before, start_bias=best))
+    _write(result, out)
+    if best != 0.0:
+        check = out / "check"
+        for bias in (0.0, best):
+            bench(bias, folder_for(check, bias), seed + CHECK_OFFSET)
+        compared = compare.run(folder_for(check, 0.0), folder_for(check, best), check)
+        result["check"] = {"seed": seed + CHECK_OFFSET, **compared["views"]["asr"][-1]}
+        _write(result, out)
+    return result
+
+
+def _write(result: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "calibrate.json").write_text(json.dumps(result, indent=1))
     (out / "calibrate.md").write_text(report_table(result))
     plot(result, out / "calibrate.png")
-    if write:
-        save_sampling(checkpoint, replace(before, start_bias=best["start_bias"]))
-    return result
 
 
 def best_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -115,12 +132,12 @@ def report_table(result: dict[str, Any]) -> str:
     )
     table = markdown_table(result["rows"], ["start_bias", "mean_headline", *names])
     tail = ""
-    if "against_0" in result:
-        row = result["against_0"]
+    if "check" in result:
+        row = result["check"]
         tail = (
-            f"\nBest against bias 0, mean headline: {row['b_minus_a']:+.3f} "
-            f"({row['ci_low']:+.3f}..{row['ci_high']:+.3f}, paired bootstrap, 95%): "
-            f"{compare.verdict(row)}.\n"
+            f"\nCheck on fresh tune episodes (seeds from {row['seed']:,}), the best against "
+            f"bias 0, mean headline: {row['b_minus_a']:+.3f} ({row['ci_low']:+.3f}.."
+            f"{row['ci_high']:+.3f}, paired bootstrap, 95%): {compare.verdict(row)}.\n"
         )
     return head + table + "\n" + tail
 

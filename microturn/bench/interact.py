@@ -3,7 +3,8 @@ what it said, through its text track and, independently, through ASR of its audi
 
 Every system goes through one interface (`microturn.engine.runner.System`): our model
 (the shipped default or any checkpoint folder), the cascade baseline, or a user's own
-adapter. Episodes come from the scenarios' `eval` or `unseen_engine` split.
+adapter. Episodes come from the scenarios' `eval` or `unseen_engine` split (or `train`:
+the tune set of `bench calibrate`).
 """
 
 from __future__ import annotations

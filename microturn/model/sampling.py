@@ -21,8 +21,15 @@ class HeadSampling:
     top_p: float = 1.0  # 1 = off
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
+        # A hand-edited config.json reaches here: wrong types fail now, not mid-stream.
+        for name in ("temperature", "top_p"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
+            raise ValueError(f"top_k must be an integer, got {self.top_k!r}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError("temperature must be finite and >= 0")
         if self.top_k < 0:
             raise ValueError("top_k must be >= 0")
         if not 0 < self.top_p <= 1:
@@ -44,6 +51,8 @@ class SamplingConfig:
     start_bias: float = 0.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.start_bias, bool) or not isinstance(self.start_bias, int | float):
+            raise ValueError(f"start_bias must be a number, got {self.start_bias!r}")
         if not math.isfinite(self.start_bias):
             raise ValueError("start_bias must be finite")
 
@@ -62,10 +71,7 @@ class SamplingConfig:
             for name in ("text", "action", "audio")
             if name in d
         }
-        rest = {k: v for k, v in d.items() if k not in heads}
-        if "start_bias" in rest and not isinstance(rest["start_bias"], int | float):
-            raise ValueError("sampling.start_bias must be a number")
-        return cls(**heads, **rest)
+        return cls(**{**d, **heads})
 
     def for_track(self, track: Track) -> HeadSampling:
         return {

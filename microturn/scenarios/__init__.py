@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from microturn.scenarios.base import DRIVERS, SPLITS, Scenario
+from microturn.scenarios.base import DRIVERS, SPLITS, TUNE_FIRST_SEED, Scenario
 
 NAMES = (
     "turn_taking",
@@ -19,7 +19,7 @@ NAMES = (
     "delegation",
 )
 
-__all__ = ["DRIVERS", "NAMES", "SPLITS", "Scenario", "get"]
+__all__ = ["DRIVERS", "NAMES", "SPLITS", "TUNE_FIRST_SEED", "Scenario", "get"]
 
 
 def get(name: str) -> Scenario:

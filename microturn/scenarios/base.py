@@ -33,6 +33,9 @@ from microturn.voices import Voice, synthesize
 from microturn.voices.base import word_text
 
 SPLITS = ("train", "eval", "unseen_engine")
+# Train-split seeds from here on form the tune set (`bench calibrate`): new episodes with
+# the training voices, on which sampling is chosen. Training data stays below it.
+TUNE_FIRST_SEED = 9_000_000
 DRIVERS = ("speech", "text")  # how the user gives the request: spoken or typed
 
 # The model always speaks with one voice: flite's slt (clear to ASR, never a user voice).

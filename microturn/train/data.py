@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from microturn.codecs.vision import VisionCodec
-from microturn.scenarios import get
+from microturn.scenarios import TUNE_FIRST_SEED, get
 from microturn.scenarios.render import without_sensor_noise
 from microturn.stream.episode import Episode
 from microturn.stream.layout import Layout, MicroTurns, pack_episode
@@ -136,14 +136,20 @@ def write_shards(
 ) -> list[Path]:
     """Generate episodes in worker processes: `episodes` spread evenly over a list of
     scenarios, or a {scenario: count} mix (then `episodes` is ignored). Seeds are
-    first_seed + i, distinct across scenarios; episodes are interleaved across shards."""
-    out.mkdir(parents=True, exist_ok=True)
+    first_seed + i, distinct across scenarios; episodes are interleaved across shards.
+    Train-split seeds stay below TUNE_FIRST_SEED: those episodes choose sampling."""
     if isinstance(scenarios, dict):
         names = [s for s, n in scenarios.items() for _ in range(n)]
         order = np.random.default_rng(first_seed).permutation(len(names))
         names = [names[i] for i in order]
     else:
         names = [scenarios[i % len(scenarios)] for i in range(episodes)]
+    if split == "train" and first_seed + len(names) > TUNE_FIRST_SEED:
+        raise ValueError(
+            f"seeds {first_seed}..{first_seed + len(names) - 1} reach the tune set's, from "
+            f"{TUNE_FIRST_SEED:,} (bench calibrate): start lower"
+        )
+    out.mkdir(parents=True, exist_ok=True)
     jobs = [
         (name, first_seed + i, layout.to_dict(), split, augment) for i, name in enumerate(names)
     ]

@@ -238,11 +238,14 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         if model.cfg.layout != model_cfg.layout:
             raise ValueError(f"--init {cfg.init}: its layout differs from preset {cfg.preset!r}")
         model = model.grow(**parts)
-        model.sampling = SamplingConfig()  # `init`'s calibration does not fit new weights
         model_cfg = model.cfg
     else:
         with torch.device(device):
             model = InteractionModel(model_cfg)
+    # Training, its evaluations and what it saves use the default sampling: a calibration
+    # (bench calibrate) fits one set of weights, so it comes after training, not from
+    # `init` or a resumed run.
+    model.sampling = SamplingConfig()
     # Freeze before DDP wraps the model: it registers the parameters that need gradients.
     prefixes = tuple(f"{x.strip()}." for x in cfg.train_only.split(",") if x.strip())
     if prefixes:
