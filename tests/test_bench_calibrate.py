@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from microturn.model import InteractionModel, ModelConfig, from_pretrained, save
 from microturn.scenarios import TUNE_FIRST_SEED
 
 
-def test_calibrate_runs_the_benchmark_on_the_tune_set(tmp_path) -> None:
+def test_calibrate_runs_the_benchmark_on_the_tune_set(tmp_path, monkeypatch) -> None:
     """The real thing, small: a checkpoint benched per bias on the train split at tune
     seeds, the report written, the winner stored."""
     torch.manual_seed(0)
@@ -27,6 +28,22 @@ def test_calibrate_runs_the_benchmark_on_the_tune_set(tmp_path) -> None:
     assert json.loads((out / "calibrate.json").read_text())["best"] == result["best"]
     assert "best" in (out / "calibrate.md").read_text()
     assert (out / "calibrate.png").stat().st_size > 0
+
+    # a calibration stopped midway goes on where it was: finished runs are reused ...
+    def no_rerun(*args, **kwargs):
+        raise AssertionError("ran again")
+
+    monkeypatch.setattr(calibrate.interact, "run", no_rerun)
+    again = calibrate.run(ckpt, out, biases=(-30.0, 0.0), episodes=1, scenarios=["turn_taking"])
+    assert again["rows"] == result["rows"]
+    # ... but not for other episodes, or once the weights are newer than the run
+    with pytest.raises(AssertionError, match="ran again"):
+        calibrate.run(ckpt, out, biases=(0.0,), episodes=2, scenarios=["turn_taking"])
+    weights = ckpt / "model.safetensors"
+    later = (out / "bias+0" / "interact.json").stat().st_mtime + 10
+    os.utime(weights, (later, later))
+    with pytest.raises(AssertionError, match="ran again"):
+        calibrate.run(ckpt, out, biases=(0.0,), episodes=1, scenarios=["turn_taking"])
 
 
 def test_calibrate_writes_the_winner_and_checks_it_on_fresh_episodes(tmp_path, monkeypatch) -> None:

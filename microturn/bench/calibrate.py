@@ -10,7 +10,9 @@ bias with the best mean headline (heard) wins. The winner was picked on those ep
 so comparing it with bias 0 there would flatter it too: the check runs both again on a
 fresh block of tune seeds and judges them with the paired bootstrap of `bench compare`.
 `--write` stores the winner in the checkpoint's config.json (before the check, so a
-failure there loses nothing), and every user of the folder samples with it.
+failure there loses nothing), and every user of the folder samples with it. A run
+already in `out` for the same weights is reused: a calibration stopped midway (hours of
+CPU) goes on where it was.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import numpy as np
 
 from microturn.bench import compare, interact
 from microturn.bench.report import markdown_table
-from microturn.model.checkpoint import load_sampling, save_sampling
-from microturn.scenarios import TUNE_FIRST_SEED
+from microturn.model.checkpoint import WEIGHTS_FILE, load_sampling, save_sampling
+from microturn.scenarios import NAMES, TUNE_FIRST_SEED
 from microturn.scenarios.scoring import HEADLINE, headline
 
 TUNE_SPLIT = "train"
@@ -64,6 +66,10 @@ def run(
     before = load_sampling(checkpoint)  # a bad checkpoint fails before any work
 
     def bench(bias: float, folder: Path, first_seed: int) -> dict[str, Any]:
+        done = finished_run(folder, checkpoint, bias, first_seed, episodes, scenarios)
+        if done is not None:
+            print(f"bias {bias:+g}: {folder} holds this run already; reusing it")
+            return done
         return interact.run(
             str(checkpoint),
             TUNE_SPLIT,
@@ -106,6 +112,38 @@ def run(
         result["check"] = {"seed": seed + CHECK_OFFSET, **compared["views"]["asr"][-1]}
         _write(result, out)
     return result
+
+
+def finished_run(
+    folder: Path,
+    checkpoint: Path,
+    bias: float,
+    first_seed: int,
+    episodes: int,
+    scenarios: list[str] | None,
+) -> dict[str, Any] | None:
+    """The `bench interact` output in `folder` if it is exactly the run wanted (same
+    checkpoint, newer than its weights; same bias, split and episodes), else None: a
+    calibration stopped midway goes on where it was."""
+    try:
+        data = json.loads((folder / "interact.json").read_text())
+        done = json.loads((folder / "episodes.json").read_text())
+        fresh = (folder / "interact.json").stat().st_mtime > (
+            Path(checkpoint) / WEIGHTS_FILE
+        ).stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    wanted = {
+        name: [f"{name}-{TUNE_SPLIT}-{first_seed + i}" for i in range(episodes)]
+        for name in (scenarios or NAMES)
+    }
+    same = (
+        data.get("system") == str(checkpoint)
+        and data.get("split") == TUNE_SPLIT
+        and data.get("start_bias") == bias
+        and {name: [r.get("episode") for r in rows] for name, rows in done.items()} == wanted
+    )
+    return data if fresh and same else None
 
 
 def _write(result: dict[str, Any], out: Path) -> None:
