@@ -120,8 +120,10 @@ def _build_parser() -> argparse.ArgumentParser:
     bc = bench.add_parser(
         "compare", help="is B better than A? paired bootstrap over two interact runs' episodes"
     )
-    bc.add_argument("a", type=Path, help="a `bench interact` output folder (the baseline)")
-    bc.add_argument("b", type=Path, help="another, on the same split, seed and episodes")
+    bc.add_argument(
+        "a", type=_folders, help="a `bench interact` output (the baseline); DIR,DIR,... pools"
+    )
+    bc.add_argument("b", type=_folders, help="another, on the same split, seeds and episodes")
     bc.add_argument("--resamples", type=int, help="bootstrap resamples (default 2,000)")
     bc.add_argument("--out", type=Path, help="where to write (default: B/compare)")
     bc.set_defaults(run=_cmd_bench_compare)
@@ -459,10 +461,15 @@ def _cmd_bench_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _folders(text: str) -> list[Path]:
+    """DIR or DIR,DIR,...: runs to pool."""
+    return [Path(part) for part in text.split(",") if part]
+
+
 def _cmd_bench_compare(args: argparse.Namespace) -> int:
     from microturn.bench import compare
 
-    out = args.out or args.b / "compare"
+    out = args.out or args.b[0] / "compare"
     result = compare.run(args.a, args.b, out, resamples=args.resamples)
     print(compare.report_table(result))
     print(f"wrote {out}/compare.json, compare.md and compare.png")

@@ -6,10 +6,10 @@ import pytest
 from microturn.bench import compare
 
 
-def _rows(name: str, flags: list[bool]) -> list[dict]:
+def _rows(name: str, flags: list[bool], first: int = 0) -> list[dict]:
     """Per-episode rows as `bench interact` writes them (both views the same here)."""
     return [
-        {"episode": f"{name}-eval-{i}", "driver": "speech", "text": s, "asr": s}
+        {"episode": f"{name}-eval-{first + i}", "driver": "speech", "text": s, "asr": s}
         for i, s in enumerate({"correct": f, "delay_s": None, "delegated": f} for f in flags)
     ]
 
@@ -76,3 +76,28 @@ def test_run_writes_the_report_and_plot(tmp_path: Path) -> None:
     assert "| heard | delegation | 0 | 1 | 1 |" in md and "B better" in md
     assert (tmp_path / "out" / "compare.png").stat().st_size > 1000
     assert json.loads((tmp_path / "out" / "compare.json").read_text())["split"] == "eval"
+
+
+def test_runs_at_other_seeds_pool_into_one_comparison(tmp_path: Path) -> None:
+    """Seeds 0-3 and 4-7 of each system compare exactly as one run of 8 would."""
+    a_flags, b_flags = [False, True, False, False, True, False, False, True], [True] * 8
+
+    def write(folder: str, system: str, flags: list[bool], first: int = 0) -> Path:
+        return _write(tmp_path / folder, system, {"delegation": _rows("delegation", flags, first)})
+
+    whole = compare.run(write("a", "x", a_flags), write("b", "y", b_flags), tmp_path / "o1")
+    pooled = compare.run(
+        [write("a1", "x", a_flags[:4]), write("a2", "x", a_flags[4:], 4)],
+        [write("b1", "y", b_flags[:4]), write("b2", "y", b_flags[4:], 4)],
+        tmp_path / "o2",
+    )
+    assert pooled["views"] == whole["views"]
+    assert "a1, " in pooled["a"]
+    with pytest.raises(ValueError, match="twice"):
+        compare.run(
+            [tmp_path / "a1", tmp_path / "a1"], [tmp_path / "b1", tmp_path / "b2"], tmp_path
+        )
+    with pytest.raises(ValueError, match="another system"):
+        compare.run(
+            [tmp_path / "a1", tmp_path / "b2"], [tmp_path / "b1", tmp_path / "b2"], tmp_path
+        )

@@ -36,6 +36,34 @@ def load_run(folder: Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any
     return json.loads(summary.read_text()), json.loads(episodes.read_text())
 
 
+def load_runs(folders: list[Path]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """Several `bench interact` outputs of one system on one split (e.g. `--seed 0` and
+    `--seed 40`) as one run: more episodes, a narrower interval, nothing run twice."""
+    if not folders:
+        raise ValueError("no runs given")
+    summary, episodes = load_run(folders[0])
+    episodes = {name: list(rows) for name, rows in episodes.items()}
+    summary = dict(summary)
+    for folder in folders[1:]:
+        more_summary, more = load_run(folder)
+        for key in ("system", "split"):
+            if more_summary.get(key) != summary.get(key):
+                raise ValueError(
+                    f"{folder}: another {key} ({more_summary.get(key)!r}) than "
+                    f"{folders[0]} ({summary.get(key)!r}): pool runs of one system and split"
+                )
+        if set(more) != set(episodes):
+            raise ValueError(f"{folder}: other scenarios than {folders[0]}")
+        for name, rows in more.items():
+            episodes[name] += rows
+        summary["episodes_per_scenario"] += more_summary["episodes_per_scenario"]
+    for name, rows in episodes.items():
+        ids = [r["episode"] for r in rows]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{name}: pooled runs score some episodes twice (same seeds?)")
+    return summary, episodes
+
+
 def _paired(a: dict[str, list[dict[str, Any]]], b: dict[str, list[dict[str, Any]]]) -> list[str]:
     """The scenarios both runs scored, after checking they scored the same episodes."""
     shared = [name for name in a if name in b]
@@ -174,11 +202,19 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def run(folder_a: Path, folder_b: Path, out: Path, *, resamples: int | None = None) -> dict:
-    """Compare two `bench interact` outputs (RESAMPLES resamples unless told); write
-    compare.json, .md and .png to `out`."""
-    summary_a, episodes_a = load_run(folder_a)
-    summary_b, episodes_b = load_run(folder_b)
+def run(
+    folder_a: Path | list[Path],
+    folder_b: Path | list[Path],
+    out: Path,
+    *,
+    resamples: int | None = None,
+) -> dict:
+    """Compare two `bench interact` outputs, each one folder or several pooled
+    (RESAMPLES resamples unless told); write compare.json, .md and .png to `out`."""
+    folder_a = folder_a if isinstance(folder_a, list) else [folder_a]
+    folder_b = folder_b if isinstance(folder_b, list) else [folder_b]
+    summary_a, episodes_a = load_runs(folder_a)
+    summary_b, episodes_b = load_runs(folder_b)
     for key in ("split", "episodes_per_scenario"):
         if summary_a.get(key) != summary_b.get(key):
             raise ValueError(
@@ -186,8 +222,8 @@ def run(folder_a: Path, folder_b: Path, out: Path, *, resamples: int | None = No
             )
     result = compare(episodes_a, episodes_b, resamples=resamples or RESAMPLES)
     result.update(
-        a=f"{summary_a['system']} ({folder_a})",
-        b=f"{summary_b['system']} ({folder_b})",
+        a=f"{summary_a['system']} ({', '.join(map(str, folder_a))})",
+        b=f"{summary_b['system']} ({', '.join(map(str, folder_b))})",
         split=summary_a["split"],
     )
     out.mkdir(parents=True, exist_ok=True)
