@@ -282,6 +282,17 @@ def test_save_and_load(tmp_path) -> None:
     with torch.no_grad():
         diff = from_pretrained(tmp_path / "half")(b)[0].model_text - model(b)[0].model_text
     assert diff.abs().max() < 1e-2
+    # lossless: float16 where the cast changes nothing (here: a part already in float16
+    # precision), float32 elsewhere; the loaded model is exactly the saved one
+    with torch.no_grad():
+        for p in model.blocks.parameters():
+            p.copy_(p.half().float())
+    save_pretrained(model, tmp_path / "mixed", dtype=torch.float16, lossless=True)
+    mixed = (tmp_path / "mixed" / "model.safetensors").stat().st_size
+    assert half < mixed < (tmp_path / "ckpt" / "model.safetensors").stat().st_size
+    exact = from_pretrained(tmp_path / "mixed")
+    for name, p in model.state_dict().items():
+        assert torch.equal(p, exact.state_dict()[name]), name
 
 
 def test_a_checkpoint_carries_its_sampling(tmp_path) -> None:

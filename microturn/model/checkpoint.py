@@ -36,9 +36,15 @@ def default_checkpoint() -> Path:
 
 
 def save_pretrained(
-    model: InteractionModel, directory: str | Path, *, dtype: torch.dtype | None = None
+    model: InteractionModel,
+    directory: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    lossless: bool = False,
 ) -> Path:
-    """Write config and weights (optionally cast, e.g. float16 to halve the size)."""
+    """Write config and weights (optionally cast, e.g. float16 to halve the size; with
+    `lossless`, only the tensors the cast leaves unchanged, e.g. a float16 model's
+    frozen part beside a part trained in float32: the loaded model is the same)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -47,7 +53,9 @@ def save_pretrained(
     for name, tensor in model.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
+            cast = t.to(dtype)
+            if not lossless or torch.equal(cast.to(t.dtype), t):
+                t = cast
         tensors[name] = t
     _atomic(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
     _write_config(directory, model.cfg, model.sampling)
