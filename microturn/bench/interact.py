@@ -49,10 +49,11 @@ def make_system(spec: str, start_bias: float | None = None) -> System:
 
 
 def start_bias_of(system: System) -> float | None:
-    """The start bias a system samples with (None: not a model)."""
-    model = getattr(system, "model", None)
-    sampling = getattr(system, "sampling", None) or getattr(model, "sampling", None)
-    return None if sampling is None else sampling.start_bias
+    """The start bias a system samples with (None: not a model). The engine's rule: the
+    system's own sampling, else its model's."""
+    if not isinstance(system, ModelSystem):
+        return None
+    return (system.sampling or system.model.sampling).start_bias
 
 
 def recording_for(episode: Episode, system: System) -> Recording:

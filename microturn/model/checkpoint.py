@@ -89,16 +89,25 @@ def _read_config(directory: str | Path) -> dict:
     return data
 
 
+def _load_configs(directory: str | Path) -> tuple[ModelConfig, SamplingConfig]:
+    """config.json, read once: the model config and its default sampling
+    (SamplingConfig() where the file has none)."""
+    data = _read_config(directory)
+    cfg = ModelConfig.from_dict(data.get("model"))
+    try:
+        sampling = SamplingConfig.from_dict(data.get("sampling"))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{Path(directory) / CONFIG_FILE}: bad sampling ({err})") from err
+    return cfg, sampling
+
+
 def load_config(directory: str | Path) -> ModelConfig:
-    return ModelConfig.from_dict(_read_config(directory).get("model"))
+    return _load_configs(directory)[0]
 
 
 def load_sampling(directory: str | Path) -> SamplingConfig:
-    """The checkpoint's default sampling (SamplingConfig() where config.json has none)."""
-    try:
-        return SamplingConfig.from_dict(_read_config(directory).get("sampling"))
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{Path(directory) / CONFIG_FILE}: bad sampling ({err})") from err
+    """The checkpoint's default sampling (the whole config.json checked on the way)."""
+    return _load_configs(directory)[1]
 
 
 def from_pretrained(
@@ -109,8 +118,7 @@ def from_pretrained(
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    cfg = load_config(directory)
-    sampling = load_sampling(directory)
+    cfg, sampling = _load_configs(directory)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise ValueError(f"{directory}: no {WEIGHTS_FILE}")
