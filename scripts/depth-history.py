@@ -12,12 +12,15 @@ depth decoder needed then: the gap is a lower bound on what a model trained with
 from scratch gains.
 
 Usage: python scripts/depth-history.py MODEL SHARDS EVAL_SET [--shards N] [--steps N]
-[--onset-weight W] [--only-history --save DIR]
+[--onset-weight W] [--only-history --save DIR] [--init-depth CKPT --lr LR --seed S]
 (SHARDS: a microturn data DIR/train; its first N shards, default 5; steps default 1000,
 batches of 256 micro-turns; W weighs the micro-turns where the model starts writing as
 `microturn train` does, default 0. `--only-history --save DIR` trains only the arm with
 the history and writes it, on MODEL's main model, as a checkpoint folder: a candidate to
-benchmark.)
+benchmark. `--init-depth CKPT` starts the history arm from CKPT's depth decoder, one
+trained with the history on the same main model, e.g. an earlier --save: a stopped
+training continues (a fresh cosine from LR, default 3e-3; draw other batches with
+--seed).)
 """
 
 import argparse
@@ -106,8 +109,12 @@ def main() -> None:
         help="extra loss weight where the model starts writing, as in microturn train "
         "(0: every micro-turn alike, as this script first ran)",
     )
+    p.add_argument("--init-depth", type=Path, help="start from this checkpoint's depth decoder")
+    p.add_argument("--lr", type=float, default=LR, help="peak learning rate")
+    p.add_argument("--seed", type=int, default=0, help="which batches are drawn")
     args = p.parse_args()
     model = from_pretrained(args.model).eval()
+    start = depth_of(args.init_depth, model) if args.init_depth else None
     shards = sorted(args.shards.glob("shard-*.npz"))[: args.shard_files]
     started = time.perf_counter()
     train = states(model, [turns for s in shards for _, turns in load_shard(s, model.layout)])
@@ -119,10 +126,32 @@ def main() -> None:
     )
     report(f"{args.model} as trained", model, held)
     for history in (True,) if args.only_history else (False, True):
-        arm = train_arm(model, history, train, held, args.steps, args.onset_weight)
+        arm = train_arm(
+            model,
+            history,
+            train,
+            held,
+            args.steps,
+            args.onset_weight,
+            start=start if history else None,
+            lr=args.lr,
+            seed=args.seed,
+        )
         if history and args.save:
             save_pretrained(arm.eval(), args.save)
             print(f"wrote {args.save}", flush=True)
+
+
+def depth_of(path: Path, model: InteractionModel) -> dict[str, torch.Tensor]:
+    """The depth decoder of checkpoint `path`, checked to sit on `model`'s main model:
+    a decoder trained on other states would continue from the wrong place."""
+    other = from_pretrained(path)
+    if not other.cfg.output_history:
+        raise SystemExit(f"{path}: its depth decoder has no output history")
+    ours, theirs = model.state_dict(), other.state_dict()
+    if any(not torch.equal(v, theirs[k]) for k, v in ours.items() if not k.startswith("depth.")):
+        raise SystemExit(f"{path}: its main model differs from MODEL's")
+    return {k: v for k, v in theirs.items() if k.startswith("depth.")}
 
 
 def train_arm(
@@ -132,26 +161,30 @@ def train_arm(
     held: dict[str, torch.Tensor],
     steps: int,
     onset_weight: float = 0.0,
+    start: dict[str, torch.Tensor] | None = None,
+    lr: float = LR,
+    seed: int = 0,
 ) -> InteractionModel:
-    """A fresh depth decoder (with or without the history) under `model`'s frozen main
-    model, trained on the cached states; reported REPORTS times on `held`. Each
-    micro-turn's loss weighs 1, or 1 + onset_weight where the model starts writing."""
+    """A depth decoder (with or without the history) under `model`'s frozen main model,
+    fresh or from `start`, trained on the cached states; reported REPORTS times on
+    `held`. Each micro-turn's loss weighs 1, or 1 + onset_weight where the model starts
+    writing."""
     torch.manual_seed(1)  # the model's own initialization, the same in both arms
     arm = InteractionModel(replace(model.cfg, output_history=history))
     main = {k: v for k, v in model.state_dict().items() if not k.startswith("depth.")}
-    arm.load_state_dict(main, strict=False)
+    arm.load_state_dict(main | (start or {}), strict=start is not None)
     arm.requires_grad_(False)
     params = list(arm.depth.parameters())
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.95), weight_decay=0.1)
-    draw = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    draw = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     for step in range(steps):
         warm = min(1.0, (step + 1) / 100)
         cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in opt.param_groups:
-            group["lr"] = LR * warm * cosine
+            group["lr"] = lr * warm * cosine
         idx = torch.randint(0, train["context"].shape[0], (BATCH_TURNS,), generator=draw)
         per = per_slot_losses(Logits(**logits_of(arm, train, idx)), targets(train, idx))
         weight = 1 + onset_weight * train["onset"][idx].float()
