@@ -134,7 +134,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bk.add_argument("--biases", help="comma-separated candidates (default -1,0,1,2,3)")
     bk.add_argument("--episodes", type=int, help="episodes per scenario and bias (default 12)")
     bk.add_argument("--scenarios", help="comma-separated subset (default: all)")
-    bk.add_argument("--write", action="store_true", help="store the best in the checkpoint")
+    bk.add_argument("--write", action="store_true", help="store the chosen bias in the checkpoint")
     bk.add_argument("--out", type=Path, help="where to write (default: out/calibrate/...)")
     bk.set_defaults(run=_cmd_bench_calibrate)
 

@@ -47,33 +47,53 @@ def test_calibrate_runs_the_benchmark_on_the_tune_set(tmp_path, monkeypatch) -> 
 
 
 def test_calibrate_writes_the_winner_and_checks_it_on_fresh_episodes(tmp_path, monkeypatch) -> None:
-    """With headlines fixed per bias: the best one is stored, and the check against bias
-    0 runs both on tune seeds the search never saw."""
+    """With headlines fixed per bias: the best one is stored, the check against bias 0
+    runs both on tune seeds the search never saw, and the choice is made on search and
+    check pooled: a winner that falls behind there gives way to bias 0."""
     torch.manual_seed(0)
     ckpt = save_pretrained(InteractionModel(ModelConfig.preset("tiny")), tmp_path / "ckpt")
     calls = []
     scores = {0.0: 0.1, 1.0: 0.4, 2.0: 0.2}
+    pooled_gain = {"value": 0.2}
 
     def fake_interact(system, split, out, *, seed, start_bias, **_):
         calls.append((start_bias, seed))
         return {"scenarios": {"repetition_counting": {"accuracy": scores[start_bias]}}}
 
     def fake_compare(a, b, out):
-        assert a.name == "bias+0" and a.parent.name == b.parent.name == "check"
-        return {"views": {"asr": [{"b_minus_a": 0.3, "ci_low": 0.1, "ci_high": 0.5}]}}
+        if isinstance(a, list):  # search and check pooled
+            assert [f.name for f in a] == ["bias+0", "bias+0"]
+            assert [f.parent.name for f in a] == [out.parent.name, "check"]
+            assert b[0].name == b[1].name != "bias+0"  # the best, in both
+            gain = pooled_gain["value"]
+        else:
+            assert a.name == "bias+0" and a.parent.name == b.parent.name == "check"
+            gain = 0.3
+        return {"views": {"asr": [{"b_minus_a": gain, "ci_low": gain - 0.2, "ci_high": 0.5}]}}
 
     monkeypatch.setattr(calibrate.interact, "run", fake_interact)
     monkeypatch.setattr(calibrate.compare, "run", fake_compare)
     result = calibrate.run(ckpt, tmp_path / "cal", biases=(0.0, 1.0, 2.0), write=True)
-    assert result["best"] == 1.0 and from_pretrained(ckpt).sampling.start_bias == 1.0
+    assert result["best"] == result["chosen"] == 1.0
+    assert from_pretrained(ckpt).sampling.start_bias == 1.0
     seed = TUNE_FIRST_SEED
     check = seed + calibrate.CHECK_OFFSET
     assert calls == [(0.0, seed), (1.0, seed), (2.0, seed), (0.0, check), (1.0, check)]
     assert result["check"]["seed"] == check
-    assert "B better" in (tmp_path / "cal" / "calibrate.md").read_text()
+    report = (tmp_path / "cal" / "calibrate.md").read_text()
+    assert "B better" in report and "Chosen: +1 (written)" in report
     # without --write the checkpoint keeps what it had
     calibrate.run(ckpt, tmp_path / "cal2", biases=(0.0, 2.0))
     assert from_pretrained(ckpt).sampling.start_bias == 1.0
+    # the winner behind bias 0 over search and check: 0 is chosen and written; bias 0
+    # is run on the search's episodes first when the search did not have it
+    pooled_gain["value"] = -0.05
+    calls.clear()
+    result = calibrate.run(ckpt, tmp_path / "cal3", biases=(1.0, 2.0), write=True)
+    assert result["best"] == 1.0 and result["chosen"] == 0.0
+    assert calls == [(1.0, seed), (2.0, seed), (0.0, check), (1.0, check), (0.0, seed)]
+    assert from_pretrained(ckpt).sampling.start_bias == 0.0
+    assert "Chosen: +0 (written)" in (tmp_path / "cal3" / "calibrate.md").read_text()
 
 
 def test_best_of_prefers_the_higher_mean_then_the_smaller_bias() -> None:

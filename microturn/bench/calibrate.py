@@ -9,8 +9,11 @@ benchmark's. `bench interact` runs once per candidate bias on the same episodes;
 bias with the best mean headline (heard) wins. The winner was picked on those episodes,
 so comparing it with bias 0 there would flatter it too: the check runs both again on a
 fresh block of tune seeds and judges them with the paired bootstrap of `bench compare`.
-`--write` stores the winner in the checkpoint's config.json (before the check, so a
-failure there loses nothing), and every user of the folder samples with it. A run
+The bias chosen is then the better of the winner and 0 over all the tune episodes both
+ran (search and check pooled): on 12 episodes a search winner can be noise, and the
+check alone is as small. `--write` stores the winner in the checkpoint's config.json
+before the check (so a failure there loses nothing) and the chosen bias after it; every
+user of the folder samples with it. A run
 already in `out` for the same weights is reused: a calibration stopped midway (hours of
 CPU) goes on where it was.
 """
@@ -98,6 +101,7 @@ def run(
         "episodes_per_scenario": episodes,
         "rows": rows,
         "best": best,
+        "chosen": best,  # until the check says otherwise
         "before": before.start_bias,
         "written": write,
     }
@@ -110,6 +114,17 @@ def run(
             bench(bias, folder_for(check, bias), seed + CHECK_OFFSET)
         compared = compare.run(folder_for(check, 0.0), folder_for(check, best), check)
         result["check"] = {"seed": seed + CHECK_OFFSET, **compared["views"]["asr"][-1]}
+        if 0.0 not in biases:  # the pooled choice needs bias 0 on the search's episodes
+            bench(0.0, folder_for(out, 0.0), seed)
+        pooled = compare.run(
+            [folder_for(out, 0.0), folder_for(check, 0.0)],
+            [folder_for(out, best), folder_for(check, best)],
+            out / "pooled",
+        )
+        result["pooled"] = pooled["views"]["asr"][-1]
+        result["chosen"] = best if result["pooled"]["b_minus_a"] > 0 else 0.0
+        if write:
+            save_sampling(checkpoint, replace(before, start_bias=result["chosen"]))
         _write(result, out)
     return result
 
@@ -166,7 +181,7 @@ def report_table(result: dict[str, Any]) -> str:
         f"seeds from {result['seed']:,}, {result['episodes_per_scenario']} episodes per "
         f"scenario; headlines as heard): best {result['best']:+g}"
         f" (the checkpoint had {result['before']:+g}"
-        f"{'; written' if result['written'] else ''}).\n\n"
+        f"{'; written' if result['written'] and 'pooled' not in result else ''}).\n\n"
     )
     table = markdown_table(result["rows"], ["start_bias", "mean_headline", *names])
     tail = ""
@@ -176,6 +191,13 @@ def report_table(result: dict[str, Any]) -> str:
             f"\nCheck on fresh tune episodes (seeds from {row['seed']:,}), the best against "
             f"bias 0, mean headline: {row['b_minus_a']:+.3f} ({row['ci_low']:+.3f}.."
             f"{row['ci_high']:+.3f}, paired bootstrap, 95%): {compare.verdict(row)}.\n"
+        )
+    if "pooled" in result:
+        row = result["pooled"]
+        tail += (
+            f"\nSearch and check pooled, the best against bias 0: {row['b_minus_a']:+.3f} "
+            f"({row['ci_low']:+.3f}..{row['ci_high']:+.3f}). Chosen: {result['chosen']:+g}"
+            f"{' (written)' if result['written'] else ''}.\n"
         )
     return head + table + "\n" + tail
 
@@ -195,12 +217,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.plot(x[order], np.array([r[name] for r in rows])[order], "o-", lw=1, label=name)
     mean = np.array([r["mean_headline"] for r in rows])[order]
     ax.plot(x[order], mean, "o-", color="black", lw=2.5, label="mean headline")
-    ax.axvline(result["best"], color="black", ls=":", lw=1)
+    ax.axvline(result.get("chosen", result["best"]), color="black", ls=":", lw=1)
     ax.set_xlabel("start bias (log-odds of starting a message)")
     ax.set_ylabel("headline (heard)")
     ax.set_title(
         f"{result['checkpoint']}: tune set, {result['episodes_per_scenario']} episodes per "
-        f"scenario; best {result['best']:+g}",
+        f"scenario; best {result['best']:+g}, chosen {result.get('chosen', result['best']):+g}",
         fontsize=9,
     )
     ax.legend(fontsize=7, ncol=2)
