@@ -149,7 +149,8 @@ def depth_of(path: Path, model: InteractionModel) -> dict[str, torch.Tensor]:
     if not other.cfg.output_history:
         raise SystemExit(f"{path}: its depth decoder has no output history")
     ours, theirs = model.state_dict(), other.state_dict()
-    if any(not torch.equal(v, theirs[k]) for k, v in ours.items() if not k.startswith("depth.")):
+    main = [k for k in ours if not k.startswith("depth.")]
+    if any(k not in theirs or not torch.equal(ours[k], theirs[k]) for k in main):
         raise SystemExit(f"{path}: its main model differs from MODEL's")
     return {k: v for k, v in theirs.items() if k.startswith("depth.")}
 

@@ -217,12 +217,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.plot(x[order], np.array([r[name] for r in rows])[order], "o-", lw=1, label=name)
     mean = np.array([r["mean_headline"] for r in rows])[order]
     ax.plot(x[order], mean, "o-", color="black", lw=2.5, label="mean headline")
-    ax.axvline(result.get("chosen", result["best"]), color="black", ls=":", lw=1)
+    ax.axvline(result["chosen"], color="black", ls=":", lw=1)
     ax.set_xlabel("start bias (log-odds of starting a message)")
     ax.set_ylabel("headline (heard)")
     ax.set_title(
         f"{result['checkpoint']}: tune set, {result['episodes_per_scenario']} episodes per "
-        f"scenario; best {result['best']:+g}, chosen {result.get('chosen', result['best']):+g}",
+        f"scenario; best {result['best']:+g}, chosen {result['chosen']:+g}",
         fontsize=9,
     )
     ax.legend(fontsize=7, ncol=2)

@@ -41,9 +41,7 @@ def load_runs(folders: list[Path]) -> tuple[dict[str, Any], dict[str, list[dict[
     `--seed 40`) as one run: more episodes, a narrower interval, nothing run twice."""
     if not folders:
         raise ValueError("no runs given")
-    summary, episodes = load_run(folders[0])
-    episodes = {name: list(rows) for name, rows in episodes.items()}
-    summary = dict(summary)
+    summary, episodes = load_run(folders[0])  # freshly parsed: ours to extend
     for folder in folders[1:]:
         more_summary, more = load_run(folder)
         for key in ("system", "split"):

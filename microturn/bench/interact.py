@@ -49,11 +49,8 @@ def make_system(spec: str, start_bias: float | None = None) -> System:
 
 
 def start_bias_of(system: System) -> float | None:
-    """The start bias a system samples with (None: not a model). The engine's rule: the
-    system's own sampling, else its model's."""
-    if not isinstance(system, ModelSystem):
-        return None
-    return (system.sampling or system.model.sampling).start_bias
+    """The start bias a system samples with (None: not a model)."""
+    return system.sampling.start_bias if isinstance(system, ModelSystem) else None
 
 
 def recording_for(episode: Episode, system: System) -> Recording:

@@ -207,7 +207,7 @@ class ModelSystem:
         self.name = name
         self.model = model
         self.layout = model.layout
-        self.sampling = sampling
+        self.sampling = sampling or model.sampling  # the checkpoint's default unless told
         self.delegates = delegate
         self.thinker = (thinker or BuiltinThinker()) if delegate else None
         self.think_hold_s = think_hold_s
