@@ -38,6 +38,18 @@ def request_hazards(ep: Episode, odds: StartOdds) -> dict[str, list[float]]:
     return {name: (1 - odds.p_quiet[odds.decisions(*w)]).tolist() for name, w in windows.items()}
 
 
+def cue_odds(ep: Episode, odds: StartOdds) -> list[tuple[str, float, float]]:
+    """(category, P(on time), P(quiet until the window)) of each cue the episode asks for."""
+    rows = []
+    for e in (e for e in ep.events if e.kind == "request_end"):
+        for due, _ in e.data["expected"]:
+            tol = tolerance_s(due - e.time_s)
+            quiet = odds.quiet_since_last_message(due - tol)
+            start = odds.odds_of_start(due - tol, due + tol) or 0.0
+            rows.append((e.data["category"], quiet * start, quiet))
+    return rows
+
+
 def main() -> None:
     model = from_pretrained(Path(sys.argv[1])).eval()
     rows: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -49,12 +61,8 @@ def main() -> None:
             odds = start_odds(model, turns)
             for name, values in request_hazards(ep, odds).items():
                 hazards[(ep.meta["driver"], name)] += values
-            for e in (e for e in ep.events if e.kind == "request_end"):
-                for due, _ in e.data["expected"]:
-                    tol = tolerance_s(due - e.time_s)
-                    quiet = odds.quiet_since_last_message(due - tol)
-                    start = odds.odds_of_start(due - tol, due + tol) or 0.0
-                    rows[e.data["category"]].append((quiet * start, quiet))
+            for category, on_time, quiet in cue_odds(ep, odds):
+                rows[category].append((on_time, quiet))
     every = [r for v in rows.values() for r in v]
     print(f"{sys.argv[1]} on {sys.argv[2]}:")
     for name, v in [("all", every), *sorted(rows.items())]:

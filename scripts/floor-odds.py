@@ -20,9 +20,23 @@ import numpy as np
 
 from microturn.model import from_pretrained
 from microturn.scenarios.turn_taking import LATENCY_BAR_S
-from microturn.train.evaluate import load_eval_set, start_odds
+from microturn.stream.episode import Episode
+from microturn.train.evaluate import StartOdds, load_eval_set, start_odds
 
 ANTICIPATE_S = 0.2
+
+
+def floor_odds(ep: Episode, odds: StartOdds) -> tuple[list, list]:
+    """The odds of a start in each mid-sentence pause and by each turn end's latency bar
+    (None where no decision falls in the window)."""
+    pauses, turn_ends = [], []
+    for e in ep.events:
+        if e.kind == "pause_start":
+            pauses.append(odds.odds_of_start(e.time_s, e.data["end_s"]))
+        elif e.kind == "user_turn_end":
+            lo, hi = e.time_s - ANTICIPATE_S, e.time_s + LATENCY_BAR_S
+            turn_ends.append(odds.odds_of_start(lo, hi))
+    return pauses, turn_ends
 
 
 def main() -> None:
@@ -32,13 +46,9 @@ def main() -> None:
         for ep, turns in load_eval_set(Path(s), model.layout):
             if ep.scenario != "turn_taking":
                 continue
-            odds = start_odds(model, turns)
-            for e in ep.events:
-                if e.kind == "pause_start":
-                    pauses.append(odds.odds_of_start(e.time_s, e.data["end_s"]))
-                elif e.kind == "user_turn_end":
-                    lo, hi = e.time_s - ANTICIPATE_S, e.time_s + LATENCY_BAR_S
-                    turn_ends.append(odds.odds_of_start(lo, hi))
+            p, t = floor_odds(ep, start_odds(model, turns))
+            pauses += p
+            turn_ends += t
     p = np.array([x for x in pauses if x is not None])
     t = np.array([x for x in turn_ends if x is not None])
     print(
