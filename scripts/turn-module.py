@@ -270,7 +270,6 @@ def main() -> None:
     p.add_argument("--cache", type=Path, default=Path("out/turnmod"))
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model = from_pretrained(args.model).eval().requires_grad_(False)
     folders = [Path(f) for f in args.train.split(",")]
     tag = "-".join(f.parent.name for f in folders)
