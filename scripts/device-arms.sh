@@ -22,5 +22,6 @@ for arm in "$@"; do
     name=${arm%% *}
     echo "== $name"; tail -4 "/tmp/arm-$name.log" | cut -c1-400
 done
+mkdir -p "${OUT:-/tmp/out}"
 tar -C /tmp -cf - arms | split -b 15M - "${OUT:-/tmp/out}/arms.tar."
 ls -l "${OUT:-/tmp/out}"
