@@ -1,10 +1,12 @@
 import json
+import math
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from microturn.codecs.text import VOCAB_SIZE
 from microturn.model import (
     InteractionModel,
     ModelConfig,
@@ -17,7 +19,7 @@ from microturn.model import (
 )
 from microturn.model.batch import INPUT_KEYS
 from microturn.model.checkpoint import load_sampling, save_sampling
-from microturn.model.sampling import HeadSampling
+from microturn.model.sampling import HeadSampling, sample_text
 from microturn.stream.layout import OUTPUT_TRACKS, Layout, MicroTurns
 
 TINY = ModelConfig.preset("tiny")
@@ -231,6 +233,32 @@ def test_start_bias_moves_only_the_decision_to_start_a_message() -> None:
     model.sampling = SamplingConfig(start_bias=-20.0)
     state = model.new_state(1, seeds=[3])
     assert model.step(state, inputs0).model_text[0].tolist() == [pad] * 4
+
+
+def test_greedy_start_rule_starts_exactly_when_the_odds_reach_the_threshold() -> None:
+    """Between messages, "greedy" starts iff P(start) >= sigmoid(-start_bias), whatever
+    the draw; "sample" draws the decision; a row inside a message is drawn as usual."""
+    pad = 256
+    logits = torch.full((64, VOCAB_SIZE), float("-inf"))
+    logits[:, pad] = 0.0
+    logits[:, 65] = math.log(0.4 / 0.6)  # P(start) = 0.4 over the allowed ids
+    logits[:, 259] = 5.0  # a disallowed id (an action) counts for nothing
+    between = torch.ones(64, dtype=torch.bool)
+    between[-1] = False
+    gens = [torch.Generator().manual_seed(i) for i in range(64)]
+
+    def draw(**kw) -> list[int]:
+        return sample_text(logits, between, SamplingConfig(**kw), gens).tolist()
+
+    assert set(draw(start_rule="greedy")[:-1]) == {pad}  # 0.4 < 0.5
+    assert set(draw(start_rule="greedy", start_bias=0.5)[:-1]) == {65}  # 0.4 >= 0.378
+    assert set(draw(start_rule="greedy", start_bias=0.3)[:-1]) == {pad}  # 0.4 < 0.426
+    assert set(draw()[:-1]) == {pad, 65}  # sampled: some of each
+    assert set(draw(start_rule="greedy")[-1:]) <= {pad, 65}  # mid-message: a draw
+    with pytest.raises(ValueError, match="start_rule"):
+        SamplingConfig(start_rule="eager")
+    with pytest.raises(ValueError, match="start_rule"):
+        SamplingConfig.from_dict({"start_rule": 1})
 
 
 def test_losses_and_expert_load() -> None:

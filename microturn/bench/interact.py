@@ -117,6 +117,7 @@ def run(
         "split": split,
         "episodes_per_scenario": episodes,
         "start_bias": start_bias_of(system),
+        "start_rule": system.sampling.start_rule if isinstance(system, ModelSystem) else None,
         "scenarios": results["asr"],  # what was heard: the honest figure
         "scenarios_text": results["text"],  # what the text track says was said
     }
@@ -148,6 +149,7 @@ def report_table(data: dict[str, Any]) -> str:
         f"system `{data['system']}`, split `{data['split']}`, "
         f"{data['episodes_per_scenario']} episodes per scenario"
         + (f", start bias {data['start_bias']:+g}" if data.get("start_bias") else "")
+        + (f", start rule {data['start_rule']}" if data.get("start_rule") == "greedy" else "")
         + "\n\n"
     )
     return head + markdown_table(rows, ["scenario", "metric", "heard (ASR)", "text track"]) + "\n"

@@ -36,6 +36,9 @@ class HeadSampling:
             raise ValueError("top_p must lie in (0, 1]")
 
 
+START_RULES = ("sample", "greedy")
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     text: HeadSampling = field(default_factory=lambda: HeadSampling(0.7, top_k=20))
@@ -49,12 +52,26 @@ class SamplingConfig:
     # sampled micro-turn of only PAD inside a message (never in training data) counts
     # as between.
     start_bias: float = 0.0
+    # How a stream between messages decides to start one. "sample": PAD or a first byte
+    # is drawn like any other slot. "greedy": it starts exactly when the model's own
+    # odds of starting (temperature 1, before top-k), times e^start_bias, are even or
+    # better, i.e. P(start) >= sigmoid(-start_bias); what it writes is then sampled.
+    # Why: drawn every 200 ms, small odds add up (0.2 per micro-turn is taken in half of
+    # the 3-micro-turn pauses); a threshold fires only where the odds peak.
+    start_rule: str = "sample"
 
     def __post_init__(self) -> None:
         if isinstance(self.start_bias, bool) or not isinstance(self.start_bias, int | float):
             raise ValueError(f"start_bias must be a number, got {self.start_bias!r}")
         if not math.isfinite(self.start_bias):
             raise ValueError("start_bias must be finite")
+        if self.start_rule not in START_RULES:
+            raise ValueError(f"start_rule must be one of {START_RULES}, got {self.start_rule!r}")
+
+    @property
+    def decides_starts(self) -> bool:
+        """Whether text slots between messages need more than a plain draw."""
+        return self.start_bias != 0 or self.start_rule != "sample"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +137,28 @@ def sample(logits: Tensor, cfg: HeadSampling, generators: list[torch.Generator])
         noise[b] = torch.rand(x.shape[1:], generator=gen, device=x.device, dtype=x.dtype)
     gumbel = -torch.log(-torch.log(noise.clamp(1e-10, 1 - 1e-7)))
     return (x + gumbel).argmax(-1)
+
+
+def sample_text(
+    logits: Tensor, between: Tensor, cfg: SamplingConfig, generators: list[torch.Generator]
+) -> Tensor:
+    """One text slot [B, C] -> ids [B] under the start bias and rule, for streams
+    `between` [B] messages or not (mid-message rows are drawn as usual)."""
+    allowed = _ALLOWED[Track.MODEL_TEXT].to(logits.device)
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    if cfg.start_rule == "sample":
+        bias = cfg.start_bias * (cfg.text.temperature or 1.0)
+        return sample(bias_start(logits, between, bias), cfg.text, generators)
+    logp = logits.float().log_softmax(-1)
+    quiet = logp[:, Special.PAD]
+    speak = torch.log1p(-quiet.exp().clamp(max=1 - 1e-7))
+    start = speak - quiet + cfg.start_bias >= 0
+    x = logits.clone()
+    x[between & start, Special.PAD] = float("-inf")
+    keep_quiet = between & ~start
+    x[keep_quiet] = float("-inf")
+    x[keep_quiet, Special.PAD] = 0.0
+    return sample(x, cfg.text, generators)
 
 
 def bias_start(logits: Tensor, between: Tensor, bias: float) -> Tensor:

@@ -614,9 +614,9 @@ class InteractionModel(nn.Module):
         from microturn.model.batch import validate_batch
         from microturn.model.sampling import (
             between_after,
-            bias_start,
             next_between,
             sample_slot,
+            sample_text,
         )
 
         lay = self.layout
@@ -646,17 +646,17 @@ class InteractionModel(nn.Module):
         values: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
         logits: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
         depth_cache, hidden = self.depth.start(context, history)
-        # The start bias, in logits: log-odds after the text temperature (greedy: as is).
-        bias = sampling.start_bias * (sampling.text.temperature or 1.0)
-        if bias and teacher is None:
+        # The start bias and rule act on text slots between messages (`sample_text`).
+        deciding = teacher is None and sampling.decides_starts
+        if deciding:
             between = between_after(pending[Track.MODEL_TEXT.value][:, 0]) | first
         slots = list(lay.output_slots())
         for n, (t, i) in enumerate(slots):
             logit = self.depth.head(t, hidden)
             if teacher is not None:
                 value = teacher[t.value][:, 0, i]
-            elif t is Track.MODEL_TEXT and bias:
-                value = sample_slot(t, bias_start(logit, between, bias), sampling, state.generators)
+            elif t is Track.MODEL_TEXT and deciding:
+                value = sample_text(logit, between, sampling, state.generators)
                 between = next_between(between, value)
             else:
                 value = sample_slot(t, logit, sampling, state.generators)
