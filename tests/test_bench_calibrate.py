@@ -1,11 +1,13 @@
 import json
 import os
+from dataclasses import replace
 
 import pytest
 import torch
 
 from microturn.bench import calibrate
 from microturn.model import InteractionModel, ModelConfig, from_pretrained, save_pretrained
+from microturn.model.checkpoint import load_sampling, save_sampling
 from microturn.scenarios import TUNE_FIRST_SEED
 
 
@@ -39,6 +41,19 @@ def test_calibrate_runs_the_benchmark_on_the_tune_set(tmp_path, monkeypatch) -> 
     # ... but not for other episodes, or once the weights are newer than the run
     with pytest.raises(AssertionError, match="ran again"):
         calibrate.run(ckpt, out, biases=(0.0,), episodes=2, scenarios=["turn_taking"])
+    # ... or under another start rule than the checkpoint now has
+    ruled = ckpt.parent / "ruled"
+    ruled.mkdir()
+    for f in ckpt.iterdir():
+        (ruled / f.name).write_bytes(f.read_bytes())
+    for bias in (-30.0, 0.0):  # the runs as if made on this checkpoint, under "sample"
+        folder = calibrate.folder_for(out, bias)
+        run = json.loads((folder / "interact.json").read_text())
+        (folder / "interact.json").write_text(json.dumps({**run, "system": str(ruled)}))
+    assert calibrate.run(ruled, out, biases=(-30.0, 0.0), episodes=1, scenarios=["turn_taking"])
+    save_sampling(ruled, replace(load_sampling(ruled), start_rule="greedy"))
+    with pytest.raises(AssertionError, match="ran again"):
+        calibrate.run(ruled, out, biases=(0.0,), episodes=1, scenarios=["turn_taking"])
     weights = ckpt / "model.safetensors"
     later = (out / "bias+0" / "interact.json").stat().st_mtime + 10
     os.utime(weights, (later, later))

@@ -69,7 +69,9 @@ def run(
     before = load_sampling(checkpoint)  # a bad checkpoint fails before any work
 
     def bench(bias: float, folder: Path, first_seed: int) -> dict[str, Any]:
-        done = finished_run(folder, checkpoint, bias, first_seed, episodes, scenarios)
+        done = finished_run(
+            folder, checkpoint, bias, first_seed, episodes, scenarios, before.start_rule
+        )
         if done is not None:
             print(f"bias {bias:+g}: {folder} holds this run already; reusing it")
             return done
@@ -136,10 +138,12 @@ def finished_run(
     first_seed: int,
     episodes: int,
     scenarios: list[str] | None,
+    start_rule: str = "sample",
 ) -> dict[str, Any] | None:
     """The `bench interact` output in `folder` if it is exactly the run wanted (same
-    checkpoint, newer than its weights; same bias, split and episodes), else None: a
-    calibration stopped midway goes on where it was."""
+    checkpoint, newer than its weights; same bias, start rule, split and episodes), else
+    None: a calibration stopped midway goes on where it was. (A rule changed in the
+    checkpoint's config.json leaves the weights as old as before: hence the check.)"""
     try:
         data = json.loads((folder / "interact.json").read_text())
         done = json.loads((folder / "episodes.json").read_text())
@@ -156,6 +160,7 @@ def finished_run(
         data.get("system") == str(checkpoint)
         and data.get("split") == TUNE_SPLIT
         and data.get("start_bias") == bias
+        and (data.get("start_rule") or "sample") == start_rule  # runs before the rule: sample
         and {name: [r.get("episode") for r in rows] for name, rows in done.items()} == wanted
     )
     return data if fresh and same else None
