@@ -190,16 +190,37 @@ def test_start_bias_moves_only_the_decision_to_start_a_message() -> None:
     inputs1 = split(b, 1)[0]
     pad, eom = 256, 258
 
-    def next_text(previous: list[int], bias: float) -> list[int]:
+    def next_text(previous: list[int], bias: float | SamplingConfig) -> list[int]:
         state = model.new_state(1, seeds=[3])
         model.step(state, inputs0, teacher={**teacher, "model_text": torch.tensor([[previous]])})
-        out = model.step(state, inputs1, sampling=SamplingConfig(start_bias=bias))
+        sampling = bias if isinstance(bias, SamplingConfig) else SamplingConfig(start_bias=bias)
+        out = model.step(state, inputs1, sampling=sampling)
         return out.model_text[0].tolist()
 
     assert next_text([pad] * 4, 0.0)[0] != pad  # no bias: speaks at once
     assert next_text([pad] * 4, -20.0) == [pad] * 4  # between messages: silent
     assert next_text([65, 66, eom, pad], -20.0) == [pad] * 4  # a closed message is between
     assert next_text([pad, 65, 66, 67], -20.0)[0] != pad  # mid-message: keeps writing
+    greedy = SamplingConfig(start_rule="greedy", start_bias=-20.0)
+    assert next_text([pad] * 4, greedy) == [pad] * 4
+    assert next_text([pad, 65, 66, 67], greedy)[0] != pad
+    # the rule decides in `step` too: just above the model's own odds it starts, just
+    # below it keeps quiet, whichever stream seed draws
+    silent = {**teacher, "model_text": torch.tensor([[[pad] * 4]])}
+    state = model.new_state(1, seeds=[3])
+    model.step(state, inputs0, teacher=silent)
+    logits = model.step(state, inputs1, sampling=greedy).logits.model_text[0, 0, 0]
+    allowed = logits.clone()
+    allowed[257] = allowed[259:] = float("-inf")  # MISSING and actions: never text
+    logp = allowed.log_softmax(-1)
+    odds = float(torch.log1p(-logp[pad].exp()) - logp[pad])
+    for margin, starts in ((0.05, True), (-0.05, False)):
+        rule = SamplingConfig(start_rule="greedy", start_bias=margin - odds)
+        for seed in (3, 4, 5, 6):
+            state = model.new_state(1, seeds=[seed])
+            model.step(state, inputs0, teacher=silent)
+            first = model.step(state, inputs1, sampling=rule).model_text[0, 0]
+            assert (first != pad) == starts
 
     # per stream in one batch: the one mid-message writes on, the other stays silent
     state = model.new_state(2, seeds=[3, 4])
