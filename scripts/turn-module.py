@@ -39,10 +39,11 @@ from torch import Tensor, nn
 
 from microturn.model import from_pretrained
 from microturn.model.batch import to_batch
+from microturn.model.config import ModelConfig
 from microturn.model.rope import rotary_angles
 from microturn.model.sampling import between_before
-from microturn.model.transformer import Block, InteractionModel, Logits, SwiGLU
-from microturn.stream.layout import Special
+from microturn.model.transformer import Block, Clock, InteractionModel, Logits, SwiGLU
+from microturn.stream.layout import Special, Track
 from microturn.train.data import load_shard
 from microturn.train.evaluate import StartOdds, load_eval_set, reference_decisions, slot_tally
 from microturn.train.loop import onset_turns
@@ -60,17 +61,19 @@ def _script(name: str):
     return module
 
 
+cue_odds = _script("cue-timing.py").cue_odds
+floor_odds = _script("floor-odds.py").floor_odds
+
+
 class TurnModule(nn.Module):
     """A causal transformer over micro-turn states (or, `attend=False`, its feed-forward
     layers only) whose output, through a zero-initialized projection, corrects them."""
 
-    def __init__(self, d_model: int, layers: int, heads: int, attend: bool) -> None:
+    def __init__(self, cfg: ModelConfig, layers: int, heads: int, attend: bool) -> None:
         super().__init__()
-        from microturn.model.config import ModelConfig
-
-        cfg = ModelConfig()
-        self.attend, self.heads = attend, heads
-        self.clock = nn.Linear(2 * OCTAVES, d_model, bias=False)
+        d_model = cfg.d_model
+        self.attend, self.heads, self.rope_theta = attend, heads, cfg.rope_theta
+        self.clock = Clock(OCTAVES, cfg.layout, d_model)
         self.blocks = nn.ModuleList(
             [Block(d_model, heads, heads, SwiGLU(d_model, 2 * d_model), cfg) for _ in range(layers)]
         )
@@ -81,12 +84,9 @@ class TurnModule(nn.Module):
     def forward(self, context: Tensor) -> Tensor:
         """States [B, N, d] -> corrected states [B, N, d] (causal over N)."""
         b, n, _ = context.shape
-        turns = torch.arange(n, dtype=torch.float64)
-        angles = turns[:, None] * (2 * math.pi / 2 ** torch.arange(1, OCTAVES + 1).double())
-        clock = torch.cat([angles.sin(), angles.cos()], -1).float()
-        x = context + self.clock(clock)
-        positions = torch.arange(n).expand(b, -1)
-        rope = rotary_angles(positions, x.shape[-1] // self.heads, 10000.0, x.dtype)
+        positions = torch.arange(n).expand(b, -1)  # one per micro-turn
+        x = context + self.clock(positions * self.clock.slots_per_turn, context.dtype)
+        rope = rotary_angles(positions, x.shape[-1] // self.heads, self.rope_theta, x.dtype)
         for block in self.blocks:
             if self.attend:
                 x, _ = block(x, rope, None, 0)
@@ -116,11 +116,11 @@ def cached_states(model: InteractionModel, folders: list[Path], cache: Path, ful
     started, out = time.perf_counter(), []
     for folder in folders:
         if full:
-            items = [(ep.scenario, turns, ep) for ep, turns in load_eval_set(folder, model.layout)]
+            items = [(ep.scenario, turns) for ep, turns in load_eval_set(folder, model.layout)]
         else:
             shards = sorted(folder.glob("shard-*.npz"))
-            items = [(s, t, None) for f in shards for s, t in load_shard(f, model.layout)]
-        for i, (scenario, turns, _) in enumerate(items):
+            items = [item for f in shards for item in load_shard(f, model.layout)]
+        for i, (scenario, turns) in enumerate(items):
             st = episode_states(model, turns)
             if not full:
                 st = {
@@ -157,7 +157,9 @@ def decision_logits(model: InteractionModel, context: Tensor, action: Tensor):
     """Action-slot and first-text-slot logits from states [M, d] and the written action
     slot's embedding [M, 1, d]: the depth decoder's first two positions."""
     h = model.depth.hidden(context, action)
-    return model.depth.heads["model_action"](h[:, 0]), model.depth.heads["model_text"](h[:, 1])
+    return model.depth.head(Track.MODEL_ACTION, h[:, 0]), model.depth.head(
+        Track.MODEL_TEXT, h[:, 1]
+    )
 
 
 def decision_losses(model, module, st: dict[str, Tensor], valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -203,8 +205,6 @@ def train(model, module, data, steps: int, lr: float, onset_weight: float, seed:
 @torch.no_grad()
 def report(name: str, model, module, held, layout) -> dict:
     """Decision cross-entropy by scenario, cue odds, floor odds, all-slot quality."""
-    cue_odds = _script("cue-timing.py").cue_odds
-    floor_odds = _script("floor-odds.py").floor_odds
     ce: dict[str, list[float]] = defaultdict(list)
     cues: dict[str, list[tuple[float, float]]] = defaultdict(list)
     pauses, ends, tally = [], [], {}
@@ -286,7 +286,7 @@ def main() -> None:
     report("model as trained", model, None, held, model.layout)
     for arm in args.arms.split(","):
         torch.manual_seed(args.seed)
-        module = TurnModule(model.cfg.d_model, args.layers, 4, attend=arm == "attend")
+        module = TurnModule(model.cfg, args.layers, 4, attend=arm == "attend")
         print(f"arm {arm}: {sum(p.numel() for p in module.parameters())} parameters", flush=True)
         train(model, module, data, args.steps, args.lr, args.onset_weight, args.seed)
         report(f"arm {arm}", model, module.eval(), held, model.layout)
