@@ -77,15 +77,16 @@ def test_harness_runs_a_checkpoint_folder(tmp_path) -> None:
     data = interact.run(ckpt, "eval", tmp_path / "out", **one)
     assert "turn_taking" in data["scenarios"]
     assert data["start_bias"] == 0.0  # what the checkpoint says
+    assert data["start_rule"] == "sample"
     # the start bias reaches the model's sampler (its effect: test_model.py) and the report
     quiet = interact.run(ckpt, "eval", tmp_path / "quiet", start_bias=-30.0, **one)
     assert quiet["start_bias"] == -30.0
-    assert interact.start_bias_of(interact.make_system(ckpt, -30.0)) == -30.0
+    assert interact.sampling_of(interact.make_system(ckpt, -30.0)).start_bias == -30.0
     assert "start bias -30" in (tmp_path / "quiet" / "interact.md").read_text()
     save_sampling(ckpt, SamplingConfig(start_bias=2.5))  # a calibrated checkpoint
-    assert interact.start_bias_of(interact.make_system(ckpt)) == 2.5
-    assert interact.start_bias_of(interact.make_system(ckpt, 0.0)) == 0.0
-    assert interact.start_bias_of(interact.make_system("cascade")) is None
+    assert interact.sampling_of(interact.make_system(ckpt)).start_bias == 2.5
+    assert interact.sampling_of(interact.make_system(ckpt, 0.0)).start_bias == 0.0
+    assert interact.sampling_of(interact.make_system("cascade")) is None
 
 
 def test_harness_bad_names(tmp_path) -> None:

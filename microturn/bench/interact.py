@@ -22,6 +22,7 @@ from microturn.bench.report import markdown_table
 from microturn.codecs.vision import VisionCodec
 from microturn.engine.runner import ModelSystem, Recording, System, run_recording
 from microturn.model.checkpoint import CONFIG_FILE, default_checkpoint
+from microturn.model.sampling import SamplingConfig
 from microturn.scenarios import NAMES, get
 from microturn.stream.episode import Episode, Timeline
 
@@ -48,9 +49,9 @@ def make_system(spec: str, start_bias: float | None = None) -> System:
     return ModelSystem(model, name=spec)
 
 
-def start_bias_of(system: System) -> float | None:
-    """The start bias a system samples with (None: not a model)."""
-    return system.sampling.start_bias if isinstance(system, ModelSystem) else None
+def sampling_of(system: System) -> SamplingConfig | None:
+    """How a system samples: its start bias and rule (None: not a model)."""
+    return system.sampling if isinstance(system, ModelSystem) else None
 
 
 def recording_for(episode: Episode, system: System) -> Recording:
@@ -112,12 +113,13 @@ def run(
         results["asr"][name] = scenario.aggregate(asr_scores)
         per_episode[name] = rows
     progress.close()
+    sampling = sampling_of(system)
     data = {
         "system": system.name,
         "split": split,
         "episodes_per_scenario": episodes,
-        "start_bias": start_bias_of(system),
-        "start_rule": system.sampling.start_rule if isinstance(system, ModelSystem) else None,
+        "start_bias": sampling.start_bias if sampling else None,
+        "start_rule": sampling.start_rule if sampling else None,
         "scenarios": results["asr"],  # what was heard: the honest figure
         "scenarios_text": results["text"],  # what the text track says was said
     }
