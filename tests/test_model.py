@@ -276,6 +276,8 @@ def test_greedy_start_rule_starts_exactly_when_the_odds_reach_the_threshold() ->
     assert set(draw(start_rule="greedy", start_bias=0.3)[:-1]) == {pad}  # 0.4 < 0.426
     assert set(draw()[:-1]) == {pad, 65}  # sampled: some of each
     assert set(draw(start_rule="greedy")[-1:]) <= {pad, 65}  # mid-message: a draw
+    between[:] = False  # every row mid-message: the rule leaves them to the draw
+    assert set(draw(start_rule="greedy")) == {pad, 65}
     with pytest.raises(ValueError, match="start_rule"):
         SamplingConfig(start_rule="eager")
     with pytest.raises(ValueError, match="start_rule"):

@@ -138,7 +138,7 @@ def finished_run(
     first_seed: int,
     episodes: int,
     scenarios: list[str] | None,
-    start_rule: str = "sample",
+    start_rule: str,
 ) -> dict[str, Any] | None:
     """The `bench interact` output in `folder` if it is exactly the run wanted (same
     checkpoint, newer than its weights; same bias, start rule, split and episodes), else
