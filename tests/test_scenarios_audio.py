@@ -13,7 +13,8 @@ import pytest
 from microturn.codecs.audio import SAMPLE_RATE
 from microturn.codecs.text import Special
 from microturn.scenarios import get
-from microturn.scenarios.base import EARLIEST_MODEL_S, TEXT_LAYOUT, arrival_s
+from microturn.scenarios.base import EARLIEST_MODEL_S, TEXT_LAYOUT, arrival_s, heard_by_s
+from microturn.scenarios.scoring import normalize
 from microturn.stream.episode import Episode, Event, SpeechSegment, TextEvent, Timeline
 from microturn.stream.layout import Layout, pack_episode
 from tests.helpers import assert_replies_follow_their_causes
@@ -365,6 +366,51 @@ def test_interruption_covers_every_kind_over_seeds() -> None:
     s = get("interruption")
     kinds = {s.generate(seed, "train", "text").meta["category"] for seed in range(8)}
     assert kinds == set(s.categories)
+
+
+def _messages(text_track: np.ndarray) -> list[tuple[str, int]]:
+    """(text, micro-turn of its EOM) of each message on a packed model-text track."""
+    out, current = [], bytearray()
+    for turn, row in enumerate(text_track):
+        for token in row:
+            if token < Special.PAD:
+                current.append(int(token))
+            elif token == Special.EOM:
+                out.append((current.decode(), turn))
+                current = bytearray()
+    return out
+
+
+@pytest.mark.parametrize("driver", ["speech", "text"])
+def test_an_interrupted_message_ends_no_sooner_than_the_interruption_is_heard(
+    driver: str,
+) -> None:
+    """Text runs ahead of the voice, so the reference has written more of the sentence
+    than it says before it is cut. Its message holds what was written until the model
+    could hear the interruption: the whole sentence, or a head of it closed (EOM) in the
+    first output micro-turn that knows (2 of 96 one later, over 120 episodes). Never the
+    words said and then EOM, long before the cause (what the data once asked, in 95% of
+    episodes)."""
+    s = get("interruption")
+    cut_short = 0
+    for seed in range(8):
+        ep = s.generate(seed, "train", driver)
+        onset = next(e for e in ep.events if e.kind == "interrupt")
+        stop_s = onset.data["reference_stop_s"]
+        cut = next(x for x in ep.reference.speech if abs(x.end_s - stop_s) < 1e-9)
+        said = " ".join(w.text for w in cut.words)
+        assert normalize(cut.text).startswith(normalize(said)), (seed, cut.text, said)
+        eom_turn = next(
+            t for text, t in _messages(pack_episode(ep, TEXT_LAYOUT).model_text) if text == cut.text
+        )
+        knows = TEXT_LAYOUT.output_turn(heard_by_s(onset.time_s))
+        if cut.text.endswith("."):  # the whole sentence, written before the cause
+            assert eom_turn <= knows, seed
+        else:
+            cut_short += 1
+            # one later where the previous message still held the track's first slots
+            assert knows <= eom_turn <= knows + 1, (seed, cut.text, eom_turn, knows)
+    assert cut_short  # both paths ran
 
 
 def test_reference_through_asr_scores_like_the_text_track() -> None:

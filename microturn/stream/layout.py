@@ -579,8 +579,8 @@ def pack_episode(episode: Episode, layout: Layout) -> MicroTurns:
     out_actions: dict[int, list[tuple[str, str]]] = {}
     if ref is not None:
         for seg in ref.speech:
-            start = _sound_onset(ref.audio, seg.start_s)
-            out_text.setdefault(_output_turn(layout, start, "speech"), []).append(seg.text)
+            turn = text_turn(layout, ref.audio, seg.start_s)
+            out_text.setdefault(turn, []).append(seg.text)
         for act in ref.actions:
             out_actions.setdefault(_output_turn(layout, act.time_s, "action"), []).append(
                 (act.kind, act.text)
@@ -712,6 +712,23 @@ def _sound_onset(audio: np.ndarray, start_s: float) -> float:
     if not active.size:
         return start_s
     return max(lo, a / SAMPLE_RATE + active[0] * ACTIVITY_FRAME / SAMPLE_RATE)
+
+
+def text_turn(layout: Layout, audio: np.ndarray, start_s: float) -> int:
+    """The output micro-turn where packing puts the text of reference speech whose first
+    word starts at `start_s` (`audio`: the whole reference track): where it sounds."""
+    return _output_turn(layout, _sound_onset(audio, start_s), "speech")
+
+
+def written_before(layout: Layout, text: str, audio: np.ndarray, start_s: float, turn: int) -> str:
+    """The head of `text` (reference speech from `start_s`, `audio` the whole reference
+    track) that packing writes in output micro-turns before `turn`, the text track being
+    free when it starts. Why: text runs ahead of its sound (20 bytes/s against ~15), so
+    a message cut short by something the model learns of at `turn` was written up to
+    there, not up to its last spoken word."""
+    free = max(0, turn - text_turn(layout, audio, start_s)) * layout.slots(Track.MODEL_TEXT)
+    raw = text.encode("utf-8")
+    return text if free >= len(raw) else raw[:free].decode("utf-8", errors="ignore")
 
 
 def _output_turn(layout: Layout, time_s: float, what: str) -> int:
