@@ -16,6 +16,7 @@ from microturn.stream.layout import (
     pack_episode,
     parse_track,
     unpack,
+    written_before,
 )
 from tests.helpers import full_episode, tone
 
@@ -263,3 +264,15 @@ def test_text_starts_where_its_sound_starts() -> None:
                 onsets += 1
                 with_text += bool(text[t])
     assert onsets >= 3 and with_text == onsets
+
+
+def test_written_before_is_the_text_packed_before_a_turn() -> None:
+    """4 text slots a micro-turn from where the sound starts: a silent track from 1.0 s
+    puts the text in output turn 4, so 8 bytes go out before turn 6; a character cut in
+    two is finished (its EOM later, never sooner); short text is whole."""
+    lay = Layout.preset("tiny")
+    silent = np.zeros(3 * 16000, np.float32)
+    assert written_before(lay, "abcdefghijkl", silent, 1.0, 6) == "abcdefgh"
+    assert written_before(lay, "abcdefgé xyz", silent, 1.0, 6) == "abcdefgé"
+    assert written_before(lay, "abc", silent, 1.0, 6) == "abc"
+    assert written_before(lay, "abcdefghijkl", silent, 1.0, 3) == ""

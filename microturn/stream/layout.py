@@ -728,7 +728,12 @@ def written_before(layout: Layout, text: str, audio: np.ndarray, start_s: float,
     there, not up to its last spoken word."""
     free = max(0, turn - text_turn(layout, audio, start_s)) * layout.slots(Track.MODEL_TEXT)
     raw = text.encode("utf-8")
-    return text if free >= len(raw) else raw[:free].decode("utf-8", errors="ignore")
+    while free < len(raw):  # a character cut in two is finished: EOM later, never sooner
+        try:
+            return raw[:free].decode("utf-8")
+        except UnicodeDecodeError:
+            free += 1
+    return text
 
 
 def _output_turn(layout: Layout, time_s: float, what: str) -> int:
