@@ -64,7 +64,13 @@ def main() -> None:
     for name, key in rows:
         print(f"  {name} per slot:", " ".join(f"{x:.3f}" for x in figures[key]))
     texts = [
-        *(s.text for ep, _ in eval_set if ep.reference for s in ep.reference.speech),
+        # the words said: an interrupted message's text may end in a cut word
+        *(
+            " ".join(w.text for w in s.words) or s.text
+            for ep, _ in eval_set
+            if ep.reference
+            for s in ep.reference.speech
+        ),
         *(s.text for ep, _ in eval_set for s in ep.user_speech),
         *(e.text for ep, _ in eval_set for e in ep.user_text),
     ]

@@ -227,7 +227,8 @@ class _Builder(EpisodeBuilder):
         track) is settled in `build`: what was written of `text` before the model could
         hear what stops it (`heard_s`), since text runs ahead of the voice. (The words
         said would be a cut the model made before its cause: in 95% of episodes it
-        wrote them all, then EOM, a median 0.58 s before the interruption began.)"""
+        wrote them all, then EOM, a median 0.58 s before the interruption began.) The
+        segment returned here, and `model_speech`, still hold the words said."""
         seg, audio = self._speak(text, MODEL_VOICE, at)
         if stop_s >= seg.end_s:
             return self.model_says(text, at)
@@ -239,6 +240,7 @@ class _Builder(EpisodeBuilder):
         )
         cut = SpeechSegment(seg.start_s, stop_s, " ".join(w.text for w in words), words)
         self._model.append((round(at * SAMPLE_RATE), audio))
+        assert self._cut is None, "one cut per episode: build() rewrites only one"
         self._cut = (len(self.model_speech), text, heard_s)
         self.model_speech.append(cut)
         return cut
