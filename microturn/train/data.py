@@ -99,14 +99,17 @@ def load_shard(path: Path, layout: Layout) -> list[tuple[str, MicroTurns]]:
         raise ValueError(f"{path}: unreadable shard ({err})") from err
     out = []
     starts = {f.name: 0 for f in fields(MicroTurns)}
+    no_camera = MicroTurns.empty(layout, 1)
     for n, has_video, scenario in zip(
         data["lengths"], data["has_video"], data["scenarios"], strict=True
     ):
-        empty = MicroTurns.empty(layout, int(n))
         values = {}
         for f in fields(MicroTurns):
             if f.name in VIDEO_FIELDS and not has_video:
-                values[f.name] = getattr(empty, f.name)
+                # A read-only view of one empty turn, not n zeroed frames: most episodes
+                # have no camera, and their zeros were two thirds of a run's memory.
+                one = getattr(no_camera, f.name)
+                values[f.name] = np.broadcast_to(one, (int(n), *one.shape[1:]))
                 continue
             a = starts[f.name]
             values[f.name] = data[f.name][a : a + n]
