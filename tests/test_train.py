@@ -1,5 +1,7 @@
 import dataclasses
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -530,6 +532,61 @@ def _checkpoint_folder(path) -> None:
     torch.save({"step": 1}, path / TRAINER_FILE)
 
 
+def _growing(shards: Path, folder: Path, monkeypatch, at_step: int) -> None:
+    """`folder` starts with the first of `shards`' two shards; the second appears while the
+    run trains (as `microturn data` writing beside it would put it), after step `at_step`."""
+    import microturn.train.loop as loop
+
+    first, second = sorted(shards.glob("shard-*.npz"))
+    folder.mkdir()
+    shutil.copy(first, folder / first.name)
+    calls = {"n": 0}
+    real = loop.augment_batch
+
+    def augment_then_write(*args: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == at_step + 1:
+            shutil.copy(second, folder / second.name)
+        real(*args)
+
+    monkeypatch.setattr(loop, "augment_batch", augment_then_write)
+
+
+def test_a_growing_run_trains_on_shards_as_they_appear_and_resumes_exactly(
+    shards, tmp_path, monkeypatch
+) -> None:
+    base = {"batch": 2, "lr": 3e-3, "warmup": 2, "log_every": 1, "device": "cpu"}
+    _growing(shards, tmp_path / "ga", monkeypatch, at_step=2)
+    base["grow_data"] = True
+    straight = train(
+        TrainConfig(data=str(tmp_path / "ga"), out=str(tmp_path / "a"), steps=6, **base)
+    )
+    grew = [
+        json.loads(line)
+        for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()
+        if "episodes" in line
+    ]
+    assert grew == [{"step": 3, "shards": 2, "episodes": 4}]
+    trainer = torch.load(tmp_path / "a" / TRAINER_FILE, weights_only=False)
+    assert [Path(p).name for p in trainer["shards"]] == ["shard-00000.npz", "shard-00001.npz"]
+    # cut at step 3, when the second shard came (the schedule of 3 steps is that of 6 so
+    # far), then resumed: the same shards in the same order, so the same batches
+    _growing(shards, tmp_path / "gb", monkeypatch, at_step=2)
+    cfg = {"data": str(tmp_path / "gb"), "out": str(tmp_path / "b")}
+    train(TrainConfig(steps=3, **cfg, **base))
+    resumed = train(TrainConfig(steps=6, **cfg, **base), resume=True)
+    assert resumed["log"][-1]["loss"] == pytest.approx(straight["log"][-1]["loss"], rel=1e-5)
+    # a growing run may start with an empty folder beside a full one, not with nothing
+    (tmp_path / "empty").mkdir()
+    both = f"{tmp_path / 'empty'},{tmp_path / 'ga'}"
+    assert train(TrainConfig(data=both, out=str(tmp_path / "c"), steps=1, **base))
+    with pytest.raises(ValueError, match="no shards"):
+        train(TrainConfig(data=str(tmp_path / "empty"), out=str(tmp_path / "d"), grow_data=True))
+    (tmp_path / "ga" / "shard-00001.npz").unlink()
+    with pytest.raises(ValueError, match="is gone"):
+        train(TrainConfig(data=str(tmp_path / "ga"), out=str(tmp_path / "a"), steps=8), resume=True)
+
+
 def test_resume_from_broken_weights_is_a_clear_error(shards, tmp_path) -> None:
     out = tmp_path / "run"
     _checkpoint_folder(out)
@@ -543,6 +600,9 @@ def test_resume_from_broken_weights_is_a_clear_error(shards, tmp_path) -> None:
         train(cfg, resume=True)
     (out / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="corrupt config"):
+        train(cfg, resume=True)
+    (out / TRAINER_FILE).write_bytes(b"cut off")
+    with pytest.raises(ValueError, match="corrupt trainer state"):
         train(cfg, resume=True)
     # nothing was written over the broken checkpoint
     assert not weights.exists() and not (out / "log.jsonl").exists()

@@ -101,7 +101,9 @@ def ddp_run(shards, eval_set, tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp-out")
     driver = tmp_path_factory.mktemp("ddp-driver") / "driver.py"
     driver.write_text(DRIVER)
-    cli = _train_cli(shards, out, "--steps", "3", "--eval-data", str(eval_set))
+    # --grow-data: process 0's look for new shards reaches the other by a collective at
+    # every log step (none come here; the run must not hang or diverge on it)
+    cli = _train_cli(shards, out, "--steps", "3", "--eval-data", str(eval_set), "--grow-data")
     cmd = [
         sys.executable,
         "-m",

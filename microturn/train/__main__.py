@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m microturn.train")
         value = getattr(defaults, name)
         p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument(
+        "--grow-data",
+        action="store_true",
+        help="the data folders are still being written: new shards join at log steps",
+    )
     p.add_argument("--resume", action="store_true")
     args = p.parse_args(argv)
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k != "resume"})

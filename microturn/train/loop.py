@@ -90,6 +90,11 @@ class TrainConfig:
     # rest, and a frozen main model needs no backward pass). "" = everything trains.
     train_only: str = ""
     length_window: int = 4  # batch from episodes this many batches wide in length order; 0 = any
+    # The data folders are still being written (`microturn data` running beside, e.g. on
+    # a GPU machine's idle cores): shards that appear join the training set at log steps,
+    # so a run sees fresh episodes instead of repeating the first ones. A folder may
+    # then start empty.
+    grow_data: bool = False
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"model_action": 1.0, "model_text": 1.0, "model_audio": 1.0}
     )
@@ -211,25 +216,33 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     if cfg.output_history >= 0:
         parts["output_history"] = bool(cfg.output_history)
     model_cfg = replace(ModelConfig.preset(cfg.preset), **parts)
-    shards = []
-    for folder in cfg.data.split(","):
-        found = sorted(Path(folder).glob("shard-*.npz"))
-        if not found:
-            raise ValueError(f"no shards (shard-*.npz) in {folder}")
-        shards += found
-    data = [x for p in shards for x in load_shard(p, model_cfg.layout)]
     wanted = cfg.scenario_names()
-    if wanted:
-        data = [x for x in data if x[0] in wanted]
-        if not data:
-            raise ValueError(f"no episodes of {cfg.scenarios} in {cfg.data}")
+    state = None
+    if resume:
+        try:
+            state = torch.load(out / TRAINER_FILE, map_location="cpu", weights_only=False)
+        except Exception as err:  # a cut-off or foreign file: pickle, zip or EOF errors
+            raise ValueError(f"{out / TRAINER_FILE}: corrupt trainer state ({err})") from err
+    # A resumed run reloads the shards it had, in the order it had them, so its batches
+    # are the ones it would have drawn; a growing run then picks up what came since.
+    shards = (
+        [Path(p) for p in state["shards"]]
+        if state is not None and "shards" in state
+        else _new_shards(cfg.data, [], allow_empty=cfg.grow_data)
+    )
+    for p in shards:
+        if not p.is_file():
+            raise ValueError(f"{p}: a shard this run trained on is gone; cannot resume exactly")
+    data = _load_episodes(shards, model_cfg.layout, wanted)
+    if not data:
+        what = f"episodes of {cfg.scenarios}" if wanted else "shards (shard-*.npz)"
+        raise ValueError(f"no {what} in {cfg.data}")
     by_length = np.argsort([turns.n_turns for _, turns in data], kind="stable")
     eval_set = load_eval_set(Path(cfg.eval_data), model_cfg.layout) if cfg.eval_data else None
     torch.manual_seed(cfg.seed)
-    step, state, best = 0, None, None
+    step, best = 0, None
     if resume:
         model = from_pretrained(out, device=device)
-        state = torch.load(out / TRAINER_FILE, map_location="cpu", weights_only=False)
         step, best = state["step"], state.get("best")
     elif cfg.init:
         # Fine-tuning: the weights (and the model config they need) come from `init`;
@@ -331,6 +344,15 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
                 }
             )
             _append(out, log[-1])
+        if check and cfg.grow_data:
+            fresh = _agree_object(_new_shards(cfg.data, shards, allow_empty=True) if lead else [])
+            if fresh:
+                shards += fresh
+                data += _load_episodes(fresh, model_cfg.layout, wanted)
+                by_length = np.argsort([turns.n_turns for _, turns in data], kind="stable")
+                if lead:
+                    tqdm.write(f"step {step}: {len(fresh)} new shards, {len(data)} episodes")
+                    _append(out, {"step": step, "shards": len(shards), "episodes": len(data)})
         out_of_time = False
         if check and cfg.time_limit_s:
             elapsed = time.perf_counter() - started
@@ -349,7 +371,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
                 save_pretrained(model, out / BEST_DIR)
                 _write_json(out / BEST_DIR / "eval.json", {**best, "scenarios": scores})
         if lead and saving:
-            save_checkpoint(model, opt, rng, aug, step, cfg, out, best)
+            save_checkpoint(model, opt, rng, aug, step, cfg, out, best, shards)
         if world > 1 and (evaluating or saving):
             dist.barrier()  # the others wait while process 0 evaluates or writes
         if out_of_time:
@@ -361,6 +383,36 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         "tokens_per_s": tokens / (time.perf_counter() - started),
         "best": best,
     }
+
+
+def _new_shards(folders: str, known: list[Path], *, allow_empty: bool) -> list[Path]:
+    """The complete shards (shard-*.npz; one being written is still *.tmp) in the
+    comma-separated `folders` that are not in `known`, folder by folder in name order."""
+    seen = {str(p) for p in known}
+    out = []
+    for folder in folders.split(","):
+        found = sorted(Path(folder).glob("shard-*.npz"))
+        if not found and not allow_empty:
+            raise ValueError(f"no shards (shard-*.npz) in {folder}")
+        out += [p for p in found if str(p) not in seen]
+    return out
+
+
+def _load_episodes(
+    shards: list[Path], layout: Any, wanted: set[str]
+) -> list[tuple[str, MicroTurns]]:
+    """(scenario, episode) pairs of `shards`, only the `wanted` scenarios if any."""
+    data = [x for p in shards for x in load_shard(p, layout)]
+    return [x for x in data if x[0] in wanted] if wanted else data
+
+
+def _agree_object(value: Any) -> Any:
+    """Process 0's `value` on every process (what it found on disk is what all load)."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
 
 
 def _agree_value(value: float, device: torch.device) -> float:
@@ -392,8 +444,10 @@ def save_checkpoint(
     cfg: TrainConfig,
     out: Path,
     best: dict[str, Any] | None = None,
+    shards: list[Path] | None = None,
 ) -> None:
-    """Weights + config (loadable by from_pretrained) and the trainer state, atomically."""
+    """Weights + config (loadable by from_pretrained) and the trainer state, atomically;
+    `shards`: what the run has trained on so far, in load order, for an exact resume."""
     save_pretrained(model, out)
     tmp = out / (TRAINER_FILE + ".tmp")
     torch.save(
@@ -405,6 +459,7 @@ def save_checkpoint(
             "aug_rng": aug.get_state(),
             "best": best,
             "config": asdict(cfg),
+            **({"shards": [str(p) for p in shards]} if shards is not None else {}),
         },
         tmp,
     )
