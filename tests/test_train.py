@@ -66,6 +66,19 @@ def test_shards_round_trip(tmp_path) -> None:
         load_shard(tmp_path / "bad.npz", TINY)
 
 
+def test_a_failed_shard_write_stops_generation_with_its_error(tmp_path, monkeypatch) -> None:
+    """Shards are written in threads; a write that fails (disk full) is an error of the
+    whole run, not a shard silently missing from it."""
+
+    def full(*_: object) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("microturn.train.data.save_shard", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_shards(tmp_path, ["turn_taking"], 3, TINY, per_shard=1, workers=1)
+    assert not list(tmp_path.glob("shard-*.npz"))
+
+
 def test_a_shard_being_written_is_not_trained_on(tmp_path, monkeypatch) -> None:
     """A shard cut off while written (data generation stopped or still running) leaves
     only a temporary file, which training's shard-*.npz never picks up."""

@@ -12,7 +12,7 @@ import contextlib
 import multiprocessing
 import os
 import zipfile
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -158,24 +158,36 @@ def write_shards(
         (name, first_seed + i, layout.to_dict(), split, augment) for i, name in enumerate(names)
     ]
     workers = workers or max(1, (os.cpu_count() or 2))
+    n_writers = max(1, workers // 2)
     written: list[Future[Path]] = []
     batch: list[tuple[str, MicroTurns]] = []
     ctx = multiprocessing.get_context("spawn")
-    # Compressing a shard takes ~10 s of one core, a third of what making its episodes
-    # takes: one writer thread would cap 14 workers at ~10 episodes/s. LZMA releases the
-    # GIL, so writer threads run in parallel; one per two workers is more than enough
-    # (an idle one costs nothing).
-    with ctx.Pool(workers) as pool, ThreadPoolExecutor(max(1, workers // 2)) as writers:
+    # Compressing a shard takes ~10 s of one core, nearly half of what making its
+    # episodes takes: one writer would cap 14 workers near 10 episodes/s. LZMA releases
+    # the GIL, so writer threads run in parallel.
+    with ctx.Pool(workers) as pool, ThreadPoolExecutor(n_writers) as writers:
         for scenario, turns in tqdm(
             pool.imap(_worker, jobs, chunksize=4), total=len(jobs), desc="episodes", unit="ep"
         ):
             batch.append((scenario, turns))
             if len(batch) == per_shard:
+                _keep_up(written, 2 * n_writers)
                 written.append(writers.submit(_flush, out, len(written), batch))
                 batch = []
         if batch:
             written.append(writers.submit(_flush, out, len(written), batch))
         return [w.result() for w in written]
+
+
+def _keep_up(written: list[Future[Path]], most_waiting: int) -> None:
+    """Raise a failed shard write now, not after the last episode (a long run would go on
+    without it), and wait while `most_waiting` shards queue (each holds ~150 MB)."""
+    waiting = [w for w in written if not w.done()]
+    if len(waiting) >= most_waiting:
+        wait(waiting, return_when=FIRST_COMPLETED)
+    for w in written:
+        if w.done() and w.exception() is not None:
+            w.result()
 
 
 def _flush(out: Path, index: int, batch: list[tuple[str, MicroTurns]]) -> Path:
