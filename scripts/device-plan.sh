@@ -9,25 +9,32 @@
 #   hc3s1: the same, another seed (is a difference between runs the seed's?)
 #   hc3f:  the same with the calibrated floor loss (--floor-weight 4)
 # Run there as: OUT=$OUT sh scripts/device-plan.sh DATA   (carry .devkit and DATA, a shard
-# folder that fits beside the kit, e.g. data/c1q/train)
-# S1 / S2: each stage's time limit in seconds (default 330 / 140, for a call of ~560 s);
-# SCALE: `microturn data --scale` of the generation (default 12: 18,480 episodes, more
-# than a call makes); GEN_WORKERS: its processes (default all cores but four, which the
-# three trainers and the shard writers share).
+# folder that fits beside the kit, e.g. data/c1q/train), with the call's timeout_s = LIMIT
+# + 10 or more.
+# LIMIT: seconds the whole plan may take (default 580); S1: stage 1's training time
+# (default 300); stage 2 gets what is left after ~90 s for its start and the packing.
+# Stage 1's arms come back in $OUT/s1 until stage 2's have landed, so a call cut by its
+# time limit still returns them. SCALE: `microturn data --scale` of the generation
+# (default 12: 18,480 episodes, more than a call makes); GEN_WORKERS: its processes
+# (default half the cores; it runs niced, with one writer thread per two workers).
 # If generation fails (the kit does not load there), the arms train on DATA alone.
-# Rehearse here: PATH=.venv/bin:$PATH DEVICE=cpu S1=20 S2=10 EXTRA="--batch 2" SCALE=0.2
-# GEN_WORKERS=1 OUT=/tmp/plan sh scripts/device-plan.sh D (after PYVER=3.11 sh
+# Rehearse here: PATH=.venv/bin:$PATH DEVICE=cpu S1=20 LIMIT=1500 EXTRA="--batch 2"
+# SCALE=0.2 GEN_WORKERS=1 OUT=/tmp/plan sh scripts/device-plan.sh D (after PYVER=3.11 sh
 # scripts/device-kit.sh).
 set -eu
 DATA=$1
-S1=${S1:-330}; S2=${S2:-140}; EXTRA=${EXTRA:-}
+T0=$(date +%s)
+LIMIT=${LIMIT:-580}; S1=${S1:-300}; EXTRA=${EXTRA:-}; OUT=${OUT:-/tmp/out}
 GEN=/tmp/gen
-cores=$(nproc)
+cores=$(nproc); [ "$cores" -le 16 ] || cores=16  # the lent machines have 16
 if sh scripts/device-gen.sh "$GEN" 5000000 "${SCALE:-12}" \
-    "${GEN_WORKERS:-$(( cores > 6 ? cores - 4 : 2 ))}"; then
+    "${GEN_WORKERS:-$(( cores > 3 ? cores / 2 : 1 ))}"; then
     # the first shards take the workers' start (~10 s) and one shard's compression (~10 s)
-    for _ in $(seq 120); do
+    for _ in $(seq 45); do
         [ "$(find "$GEN/train" -name 'shard-*.npz' 2>/dev/null | wc -l)" -ge 3 ] && break
+        if ! kill -0 "$(cat /tmp/gen.pid)" 2>/dev/null; then
+            echo "the generator stopped:"; tail -5 /tmp/gen.log; break
+        fi
         sleep 1
     done
 else
@@ -36,13 +43,21 @@ fi
 mkdir -p "$GEN/train"
 ALL="$GEN/train,$DATA"
 BASE="--clock-octaves 7 --onset-weight 3 --grow-data $EXTRA"
-OUT=/tmp/stage1 sh scripts/device-arms.sh "$ALL" 9000 "$S1" \
+OUT=$OUT/s1 sh scripts/device-arms.sh "$ALL" 9000 "$S1" \
     "hc3 $BASE" "hc3s1 $BASE --seed 1" "hc3f $BASE --floor-weight 4"
-rm -rf /tmp/arms  # the stage-1 packs: only the continued arms come back
-NEXT="--lr 5e-4 --warmup 50 --onset-weight 10 --grow-data $EXTRA"
-sh scripts/device-arms.sh "$ALL" 9000 "$S2" \
-    "hc3b --init /tmp/run-hc3 $NEXT" "hc3s1b --init /tmp/run-hc3s1 $NEXT --seed 1" \
-    "hc3fb --init /tmp/run-hc3f $NEXT --floor-weight 4"
+S2=$(( LIMIT - ($(date +%s) - T0) - 90 ))
+if [ "$S2" -ge 30 ]; then
+    echo "stage 2: $S2 s"
+    rm -rf /tmp/arms
+    NEXT="--lr 5e-4 --warmup 50 --onset-weight 10 --grow-data $EXTRA"
+    sh scripts/device-arms.sh "$ALL" 9000 "$S2" \
+        "hc3b --init /tmp/run-hc3 $NEXT" "hc3s1b --init /tmp/run-hc3s1 $NEXT --seed 1" \
+        "hc3fb --init /tmp/run-hc3f $NEXT --floor-weight 4"
+    rm -rf "$OUT/s1"  # the return holds 64 MiB: the continued arms replace stage 1's
+else
+    echo "no time left for stage 2 ($S2 s): stage 1's arms are in s1/"
+fi
 pkill -f "microturn.cli data" || true
-echo "generated: $(find "$GEN/train" -name 'shard-*.npz' | wc -l) shards in $GEN/train"
+echo "generated: $(find "$GEN/train" -name 'shard-*.npz' | wc -l) shards in $GEN/train;" \
+    "$(( $(date +%s) - T0 )) s in all"
 tr '\r' '\n' </tmp/gen.log 2>/dev/null | tail -2 || true
