@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def shards(tmp_path_factory):
 # `python -m microturn.train` with one addition: after training, every process saves the
 # weights of its own replica (rank<r>.pt), so the test can see that DDP kept them equal.
 DRIVER = """
-import sys, torch, torch.distributed as dist
+import shutil, sys, torch, torch.distributed as dist
 from pathlib import Path
 import microturn.train.loop as loop
 from microturn.train.__main__ import main
@@ -83,7 +84,30 @@ class Recording(loop.DistributedDataParallel):
         replicas.append(module)
 
 loop.DistributedDataParallel = Recording
+
+# A shard that appears mid-run (as `microturn data` writing beside the run would put
+# it): process 0 copies it in during step 2; --grow-data must give it to both processes.
+late, folder = sys.argv[-2:]
+sys.argv = sys.argv[:-2]
+real_augment, calls = loop.augment_batch, [0]
+
+def augment_then_write(*args):
+    calls[0] += 1
+    if calls[0] == 2 and dist.get_rank() == 0:
+        shutil.copy(late, Path(folder) / Path(late).name)
+    real_augment(*args)
+
+loop.augment_batch = augment_then_write
+real_load, loaded = loop._load_episodes, [0]
+
+def counting_load(*args):
+    episodes = real_load(*args)
+    loaded[0] += len(episodes)
+    return episodes
+
+loop._load_episodes = counting_load
 code = main(sys.argv[1:])
+(Path(sys.argv[2]) / f"rank{dist.get_rank()}-episodes").write_text(str(loaded[0]))
 assert len(replicas) == 1, replicas
 torch.save(replicas[0].state_dict(), Path(sys.argv[2]) / f"rank{dist.get_rank()}.pt")
 sys.exit(code)
@@ -101,9 +125,11 @@ def ddp_run(shards, eval_set, tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp-out")
     driver = tmp_path_factory.mktemp("ddp-driver") / "driver.py"
     driver.write_text(DRIVER)
-    # --grow-data: process 0's look for new shards reaches the other by a collective at
-    # every log step (none come here; the run must not hang or diverge on it)
-    cli = _train_cli(shards, out, "--steps", "3", "--eval-data", str(eval_set), "--grow-data")
+    # --grow-data: the data folder starts with one shard, the driver adds the other
+    growing = tmp_path_factory.mktemp("ddp-growing")
+    first, late = sorted(shards.glob("shard-*.npz"))
+    shutil.copy(first, growing / first.name)
+    cli = _train_cli(growing, out, "--steps", "3", "--eval-data", str(eval_set), "--grow-data")
     cmd = [
         sys.executable,
         "-m",
@@ -116,6 +142,8 @@ def ddp_run(shards, eval_set, tmp_path_factory):
         str(_free_port()),
         str(driver),
         *cli[2:],  # without "-m microturn.train": the driver calls its main()
+        str(late),
+        str(growing),
     ]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
     return proc, out
@@ -144,10 +172,15 @@ def test_two_processes_train_and_process_zero_writes(ddp_run) -> None:
     assert any(not torch.equal(initial[k], rank0[k]) for k in rank0)
     # one record per step and one evaluation at the end, all written by process 0 only
     # (two writers would double them)
-    lines = (out / "log.jsonl").read_text().splitlines()
-    evals = [json.loads(line) for line in lines if '"eval"' in line]
-    records = [json.loads(line) for line in lines if '"eval"' not in line]
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in lines if "eval" in r]
+    records = [r for r in lines if "loss" in r]
     assert [r["step"] for r in records] == [1, 2, 3]
+    # the shard that came during step 2 joined both processes' data at step 2's check
+    # (a process without it would draw from fewer episodes: different batches, or none)
+    assert [r for r in lines if "episodes" in r] == [{"step": 2, "shards": 2, "episodes": 4}]
+    assert [(out / f"rank{r}-episodes").read_text() for r in (0, 1)] == ["4", "4"]
+    assert [Path(p).name for p in trainer["shards"]] == ["shard-00000.npz", "shard-00001.npz"]
     assert [r["step"] for r in evals] == [3] and "delegation" in evals[0]["eval"]
     best = json.loads((out / "best" / "eval.json").read_text())
     assert best["step"] == 3 and best["score"] == evals[0]["eval_score"]
@@ -175,7 +208,7 @@ def test_one_process_resumes_a_two_process_run(ddp_run, shards) -> None:
     trainer = torch.load(out / "trainer.pt", map_location="cpu", weights_only=False)
     assert trainer["step"] == 5
     lines = (out / "log.jsonl").read_text().splitlines()
-    records = [r for r in map(json.loads, lines) if "eval" not in r]
+    records = [r for r in map(json.loads, lines) if "loss" in r]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
     after = from_pretrained(out).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
