@@ -626,6 +626,8 @@ def test_resume_without_a_run_and_zero_intervals_are_errors(tmp_path) -> None:
         train(TrainConfig(data=str(tmp_path), out=str(tmp_path / "o")), resume=True)
     with pytest.raises(ValueError, match="eval_every"):
         TrainConfig(data="", out="", eval_every=0)
+    with pytest.raises(ValueError, match="without in-loop evaluation"):
+        TrainConfig(data="", out="", fsdp=True, eval_data="set")
 
 
 def test_training_report_plots_losses_and_evaluations(tmp_path) -> None:

@@ -62,6 +62,22 @@ def _train_cli(data, out, *extra: str) -> list[str]:
     ]
 
 
+def _torchrun(*args: str) -> list[str]:
+    """Two local processes running `args` (a script or -m module, then its flags)."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        *args,
+    ]
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp-shards")
@@ -130,21 +146,8 @@ def ddp_run(shards, eval_set, tmp_path_factory):
     first, late = sorted(shards.glob("shard-*.npz"))
     shutil.copy(first, growing / first.name)
     cli = _train_cli(growing, out, "--steps", "3", "--eval-data", str(eval_set), "--grow-data")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(driver),
-        *cli[2:],  # without "-m microturn.train": the driver calls its main()
-        str(late),
-        str(growing),
-    ]
+    # the driver instead of "-m microturn.train": it calls its main()
+    cmd = _torchrun(str(driver), *cli[2:], str(late), str(growing))
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
     return proc, out
 
@@ -214,3 +217,39 @@ def test_one_process_resumes_a_two_process_run(ddp_run, shards) -> None:
     assert any(not torch.equal(before[k], after[k]) for k in before)
     # the warmup (1 step) and the schedule continue from step 3, not from 0
     assert records[3]["lr"] < records[0]["lr"]
+
+
+def test_two_processes_train_sharded_and_one_process_resumes(shards, tmp_path) -> None:
+    """--fsdp: each process holds a slice of the weights; the checkpoint gathers them
+    whole, so it loads anywhere, and a single process resumes the run from it."""
+    out = tmp_path / "fsdp"
+    cli = _train_cli(shards, out, "--steps", "3", "--fsdp")
+    proc = subprocess.run(_torchrun(*cli), env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    model = from_pretrained(out)
+    torch.manual_seed(0)
+    initial = type(model)(model.cfg).state_dict()
+    trained = model.state_dict()
+    assert initial.keys() == trained.keys()  # every weight, whole: none is a shard
+    assert all(initial[k].shape == trained[k].shape for k in initial)
+    assert any(not torch.equal(initial[k], trained[k]) for k in initial)
+    trainer = torch.load(out / "trainer.pt", map_location="cpu", weights_only=False)
+    assert trainer["step"] == 3 and trainer["optimizer_format"] == "full_by_name"
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    resume = [sys.executable, *_train_cli(shards, out, "--steps", "5", "--resume")]
+    resumed = subprocess.run(resume, env=_env(), capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert records[3]["lr"] < records[0]["lr"]  # the schedule went on from step 3
+    # a sharded run needs several processes, and cannot evaluate in the loop
+    alone = subprocess.run(
+        [sys.executable, *_train_cli(shards, tmp_path / "x", "--steps", "1", "--fsdp")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert alone.returncode != 0 and "torchrun" in alone.stderr

@@ -41,16 +41,19 @@ def save_pretrained(
     *,
     dtype: torch.dtype | None = None,
     lossless: bool = False,
+    state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write config and weights (optionally cast, e.g. float16 to halve the size; with
     `lossless`, only the tensors the cast leaves unchanged, e.g. a float16 model's
-    frozen part beside a part trained in float32: the loaded model is the same)."""
+    frozen part beside a part trained in float32: the loaded model is the same).
+    `state`: the weights to write instead of model.state_dict(), e.g. a sharded
+    model's gathered full weights."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {}
-    for name, tensor in model.state_dict().items():
+    for name, tensor in (model.state_dict() if state is None else state).items():
         t = tensor.detach().cpu().contiguous()
         if dtype is not None and t.is_floating_point():
             cast = t.to(dtype)

@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m microturn.train")
         action="store_true",
         help="the data folders are still being written: new shards join at log steps",
     )
+    p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun: shard weights, gradients and optimizer state (FSDP), not DDP",
+    )
     p.add_argument("--resume", action="store_true")
     args = p.parse_args(argv)
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k != "resume"})

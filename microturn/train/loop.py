@@ -8,7 +8,10 @@ global batch with DistributedDataParallel (gloo on CPU, NCCL on CUDA); every pro
 draws the same global batch from the same generator, so a resumed run continues the same
 data order whatever the process count was (per-batch augmentation continues exactly only
 for a single process: each process has its own generator, and only process 0's is saved);
-process 0 logs, evaluates and writes checkpoints.
+process 0 logs, evaluates and writes checkpoints. With `--fsdp` each transformer block and
+the model are sharded across the processes instead (FSDP2 `fully_shard`): every process
+holds a slice of the weights, gradients and optimizer state, and checkpoints gather the
+full weights, so what is saved loads anywhere.
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -45,6 +55,9 @@ from microturn.train.data import load_shard
 from microturn.train.evaluate import evaluate, load_eval_set
 
 TRAINER_FILE = "trainer.pt"
+# trainer.pt's optimizer state keyed by parameter name, whole (what --fsdp saves: any
+# process count, sharded or not, resumes from it); otherwise torch's by-index form
+FULL_OPTIMIZER = "full_by_name"
 BEST_DIR = "best"
 
 
@@ -95,6 +108,9 @@ class TrainConfig:
     # so a run sees fresh episodes instead of repeating the first ones. A folder may
     # then start empty.
     grow_data: bool = False
+    # Under torchrun: shard weights, gradients and optimizer state across the processes
+    # (FSDP) instead of replicating them (DDP), for presets too large for one device.
+    fsdp: bool = False
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"model_action": 1.0, "model_text": 1.0, "model_audio": 1.0}
     )
@@ -109,6 +125,11 @@ class TrainConfig:
             raise ValueError(f"output_history must be -1, 0 or 1, got {self.output_history}")
         if self.length_window < 0:
             raise ValueError(f"length_window must be >= 0, got {self.length_window}")
+        if self.fsdp and self.eval_data:
+            raise ValueError(
+                "--fsdp trains without in-loop evaluation (it would need every process); "
+                "evaluate the saved checkpoint: python -m microturn.train.evaluate RUN SET"
+            )
 
     def scenario_names(self) -> set[str]:
         return {s.strip() for s in self.scenarios.split(",") if s.strip()}
@@ -199,6 +220,8 @@ def _distributed() -> tuple[int, int, int]:
 
 def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     rank, world, local_rank = _distributed()
+    if cfg.fsdp and world < 2:
+        raise ValueError("--fsdp shards across processes: run it under torchrun --nproc_per_node N")
     use_cuda = torch.cuda.is_available() if cfg.device == "auto" else cfg.device.startswith("cuda")
     device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     if world > 1 and not dist.is_initialized():
@@ -267,7 +290,15 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         if not any(p.requires_grad for p in model.parameters()):
             raise ValueError(f"--train-only {cfg.train_only}: no parameter has that prefix")
     net: torch.nn.Module = model
-    if world > 1:
+    if cfg.fsdp:
+        if state is not None and state.get("optimizer_format") != FULL_OPTIMIZER:
+            raise ValueError(f"{out} was saved without --fsdp: resume it without --fsdp")
+        if use_cuda:
+            torch.cuda.set_device(device)
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(model)  # the rest: embeddings, norms, the depth decoder
+    elif world > 1:
         net = DistributedDataParallel(
             model,
             device_ids=[local_rank] if use_cuda else None,
@@ -287,8 +318,13 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     )
     rng = np.random.default_rng(cfg.seed)
     aug = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
-    if state is not None:
+    if state is not None and state.get("optimizer_format") == FULL_OPTIMIZER:
+        set_optimizer_state_dict(
+            model, opt, state["optimizer"], options=StateDictOptions(full_state_dict=True)
+        )
+    elif state is not None:
         opt.load_state_dict(state["optimizer"])
+    if state is not None:
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"].cpu())
         if "aug_rng" in state and world == 1:
@@ -317,6 +353,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        if hasattr(grad_norm, "full_tensor"):  # sharded: a DTensor of the global norm
+            grad_norm = grad_norm.full_tensor()
         opt.step()
         step += 1
         tokens += int(mask.sum()) * slots * world
@@ -370,7 +408,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
                 best = {"step": step, "score": score}
                 save_pretrained(model, out / BEST_DIR)
                 _write_json(out / BEST_DIR / "eval.json", {**best, "scenarios": scores})
-        if lead and saving:
+        if saving and cfg.fsdp:  # gathering the full state takes every process
+            save_checkpoint(model, opt, rng, aug, step, cfg, out, best, shards, lead=lead)
+        elif lead and saving:
             save_checkpoint(model, opt, rng, aug, step, cfg, out, best, shards)
         if world > 1 and (evaluating or saving):
             dist.barrier()  # the others wait while process 0 evaluates or writes
@@ -445,14 +485,24 @@ def save_checkpoint(
     out: Path,
     best: dict[str, Any] | None = None,
     shards: list[Path] | None = None,
+    *,
+    lead: bool = True,
 ) -> None:
     """Weights + config (loadable by from_pretrained) and the trainer state, atomically;
-    `shards`: what the run has trained on so far, in load order, for an exact resume."""
-    save_pretrained(model, out)
+    `shards`: what the run has trained on so far, in load order, for an exact resume.
+    A sharded (--fsdp) model's full weights and optimizer state are gathered first, on
+    every process (call it on all); only `lead` writes."""
+    full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=full) if cfg.fsdp else None
+    optimizer = get_optimizer_state_dict(model, opt, options=full) if cfg.fsdp else None
+    if not lead:
+        return
+    save_pretrained(model, out, state=weights)
     tmp = out / (TRAINER_FILE + ".tmp")
     torch.save(
         {
-            "optimizer": opt.state_dict(),
+            "optimizer": opt.state_dict() if optimizer is None else optimizer,
+            "optimizer_format": "by_index" if optimizer is None else FULL_OPTIMIZER,
             "step": step,
             "rng": rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
