@@ -579,7 +579,10 @@ def test_a_growing_run_trains_on_shards_as_they_appear_and_resumes_exactly(
         for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()
         if "episodes" in line
     ]
-    assert grew == [{"step": 3, "shards": 2, "episodes": 4}]
+    assert grew == [
+        {"step": 0, "shards": 1, "episodes": 2},
+        {"step": 3, "shards": 2, "episodes": 4},
+    ]
     trainer = torch.load(tmp_path / "a" / TRAINER_FILE, weights_only=False)
     assert [Path(p).name for p in trainer["shards"]] == ["shard-00000.npz", "shard-00001.npz"]
     # cut at step 3, when the second shard came (the schedule of 3 steps is that of 6 so
@@ -631,7 +634,7 @@ def test_resume_without_a_run_and_zero_intervals_are_errors(tmp_path) -> None:
 
 
 def test_training_report_plots_losses_and_evaluations(tmp_path) -> None:
-    from microturn.train.report import NO_EVALUATION, draw_log, plot_log
+    from microturn.train.report import GREW, NO_EVALUATION, draw_log, plot_log
 
     log = tmp_path / "log.jsonl"
     steps = [
@@ -657,6 +660,12 @@ def test_training_report_plots_losses_and_evaluations(tmp_path) -> None:
     assert eval_panel.get_title() == NO_EVALUATION
     assert list(eval_panel.lines[0].get_ydata()) == [1e-3, 5e-4, 1e-3 / 3]
     assert draw_log(steps + evals).axes[1].get_title() != NO_EVALUATION
+    # a run whose data grew shows the episodes it drew from, step by step
+    grew = [{"step": 0, "shards": 1, "episodes": 100}, {"step": 2, "shards": 3, "episodes": 300}]
+    data_axis = draw_log(steps + grew).axes[2]
+    assert data_axis.get_ylabel() == GREW
+    assert list(data_axis.lines[0].get_ydata()) == [100, 300, 300]
+    assert len(draw_log(steps).axes) == 2
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(ValueError, match="no training steps"):
         plot_log(tmp_path / "empty.jsonl", tmp_path / "x.png")

@@ -181,7 +181,10 @@ def test_two_processes_train_and_process_zero_writes(ddp_run) -> None:
     assert [r["step"] for r in records] == [1, 2, 3]
     # the shard that came during step 2 joined both processes' data at step 2's check
     # (a process without it would draw from fewer episodes: different batches, or none)
-    assert [r for r in lines if "episodes" in r] == [{"step": 2, "shards": 2, "episodes": 4}]
+    assert [r for r in lines if "episodes" in r] == [
+        {"step": 0, "shards": 1, "episodes": 2},
+        {"step": 2, "shards": 2, "episodes": 4},
+    ]
     assert [(out / f"rank{r}-episodes").read_text() for r in (0, 1)] == ["4", "4"]
     assert [Path(p).name for p in trainer["shards"]] == ["shard-00000.npz", "shard-00001.npz"]
     assert [r["step"] for r in evals] == [3] and "delegation" in evals[0]["eval"]

@@ -334,6 +334,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     slots = model_cfg.layout.slots_per_turn
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not lead)
     tokens, started = 0, time.perf_counter()
+    if lead and cfg.grow_data:  # what the run starts from; later records say what came
+        _append(out, {"step": step, "shards": len(shards), "episodes": len(data)})
     time_used = 0.0  # share of the time limit spent, as process 0 last read it
     while step < cfg.steps:
         everyone = draw_batch(rng, by_length, cfg.batch * world, cfg.length_window)

@@ -1,6 +1,7 @@
 """A training run at a glance: loss per head and the in-loop evaluation per scenario (or,
-in a run without one, the learning rate: a time limit ends the cosine early), from
-`log.jsonl`, as one PNG (`python -m microturn.train.report LOG PNG`)."""
+in a run without one, the learning rate: a time limit ends the cosine early), and for a
+run whose data grew (--grow-data) the episodes it had at each step, from `log.jsonl`, as
+one PNG (`python -m microturn.train.report LOG PNG`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ HEADS = ("model_action", "model_text", "model_audio")
 
 
 NO_EVALUATION = "learning rate (no in-loop evaluation in this run)"
+GREW = "episodes to draw from (--grow-data)"
 
 
 def draw_log(records: list[dict]) -> Figure:
@@ -52,6 +54,13 @@ def draw_log(records: list[dict]) -> Figure:
         right.plot(x, [r["lr"] for r in steps], color="tab:purple")
         right.set_title(NO_EVALUATION)
     right.set_xlabel("step")
+    grew = [r for r in records if "episodes" in r]
+    if grew:  # how fresh the data was: the set a growing run drew from, step by step
+        data = right.twinx()
+        xs = [r["step"] for r in grew] + [x[-1]]
+        ys = [r["episodes"] for r in grew] + [grew[-1]["episodes"]]
+        data.step(xs, ys, where="post", color="tab:gray", alpha=0.7)
+        data.set_ylabel(GREW)
     fig.tight_layout()
     return fig
 
