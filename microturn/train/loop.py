@@ -385,7 +385,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             )
             _append(out, log[-1])
         if check and cfg.grow_data:
-            fresh = _agree_object(_new_shards(cfg.data, shards, allow_empty=True) if lead else [])
+            found = _new_shards(cfg.data, shards, allow_empty=True) if lead else []
+            fresh = _agree_object(found, device)
             if fresh:
                 shards += fresh
                 data += _load_episodes(fresh, model_cfg.layout, wanted)
@@ -448,12 +449,13 @@ def _load_episodes(
     return [x for x in data if x[0] in wanted] if wanted else data
 
 
-def _agree_object(value: Any) -> Any:
-    """Process 0's `value` on every process (what it found on disk is what all load)."""
+def _agree_object(value: Any, device: torch.device) -> Any:
+    """Process 0's `value` on every process (what it found on disk is what all load);
+    sent through each process's own device (NCCL would otherwise use GPU 0 for all)."""
     if not dist.is_initialized():
         return value
     box = [value]
-    dist.broadcast_object_list(box, 0)
+    dist.broadcast_object_list(box, 0, device=device)
     return box[0]
 
 
