@@ -584,13 +584,15 @@ def test_a_growing_run_trains_on_shards_as_they_appear_and_resumes_exactly(
         {"step": 3, "shards": 2, "episodes": 4},
     ]
     trainer = torch.load(tmp_path / "a" / TRAINER_FILE, weights_only=False)
-    assert [Path(p).name for p in trainer["shards"]] == ["shard-00000.npz", "shard-00001.npz"]
+    assert trainer["shards"] == [[0, "shard-00000.npz"], [0, "shard-00001.npz"]]
     # cut at step 3, when the second shard came (the schedule of 3 steps is that of 6 so
-    # far), then resumed: the same shards in the same order, so the same batches
+    # far), then resumed: the same shards in the same order, so the same batches, even
+    # from another working directory (started with a relative path, resumed with another)
     _growing(shards, tmp_path / "gb", monkeypatch, at_step=2)
-    cfg = {"data": str(tmp_path / "gb"), "out": str(tmp_path / "b")}
-    train(TrainConfig(steps=3, **cfg, **base))
-    resumed = train(TrainConfig(steps=6, **cfg, **base), resume=True)
+    monkeypatch.chdir(tmp_path)
+    train(TrainConfig(data="gb", out=str(tmp_path / "b"), steps=3, **base))
+    monkeypatch.chdir(tmp_path / "gb")
+    resumed = train(TrainConfig(data=".", out=str(tmp_path / "b"), steps=6, **base), resume=True)
     assert resumed["log"][-1]["loss"] == pytest.approx(straight["log"][-1]["loss"], rel=1e-5)
     # a growing run may start with an empty folder beside a full one, not with nothing
     (tmp_path / "empty").mkdir()

@@ -186,7 +186,7 @@ def test_two_processes_train_and_process_zero_writes(ddp_run) -> None:
         {"step": 2, "shards": 2, "episodes": 4},
     ]
     assert [(out / f"rank{r}-episodes").read_text() for r in (0, 1)] == ["4", "4"]
-    assert [Path(p).name for p in trainer["shards"]] == ["shard-00000.npz", "shard-00001.npz"]
+    assert trainer["shards"] == [[0, "shard-00000.npz"], [0, "shard-00001.npz"]]
     assert [r["step"] for r in evals] == [3] and "delegation" in evals[0]["eval"]
     best = json.loads((out / "best" / "eval.json").read_text())
     assert best["step"] == 3 and best["score"] == evals[0]["eval_score"]

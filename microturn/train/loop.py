@@ -246,17 +246,17 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             state = torch.load(out / TRAINER_FILE, map_location="cpu", weights_only=False)
         except Exception as err:  # a cut-off or foreign file: pickle, zip or EOF errors
             raise ValueError(f"{out / TRAINER_FILE}: corrupt trainer state ({err})") from err
-    # A resumed run reloads the shards it had, in the order it had them, so its batches
-    # are the ones it would have drawn; a growing run then picks up what came since.
-    shards = (
-        [Path(p) for p in state["shards"]]
-        if state is not None and "shards" in state
-        else _new_shards(cfg.data, [], allow_empty=cfg.grow_data)
-    )
-    for p in shards:
+    # A resumed growing run reloads the shards it had, in the order it had them, so its
+    # batches are the ones it would have drawn, then picks up what came since; any other
+    # run takes the folders as they are now. Process 0's listing is everyone's.
+    if state is not None and state.get("config", {}).get("grow_data") and "shards" in state:
+        shards = [(int(i), str(name)) for i, name in state["shards"]]
+    else:
+        shards = _agree_object(_new_shards(cfg.data, [], allow_empty=cfg.grow_data), device)
+    for p in _shard_paths(cfg.data, shards):
         if not p.is_file():
             raise ValueError(f"{p}: a shard this run trained on is gone; cannot resume exactly")
-    data = _load_episodes(shards, model_cfg.layout, wanted)
+    data = _load_episodes(_shard_paths(cfg.data, shards), model_cfg.layout, wanted)
     if not data:
         what = f"episodes of {cfg.scenarios}" if wanted else "shards (shard-*.npz)"
         raise ValueError(f"no {what} in {cfg.data}")
@@ -389,7 +389,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             fresh = _agree_object(found, device)
             if fresh:
                 shards += fresh
-                data += _load_episodes(fresh, model_cfg.layout, wanted)
+                data += _load_episodes(_shard_paths(cfg.data, fresh), model_cfg.layout, wanted)
                 by_length = np.argsort([turns.n_turns for _, turns in data], kind="stable")
                 if lead:
                     tqdm.write(f"step {step}: {len(fresh)} new shards, {len(data)} episodes")
@@ -428,17 +428,30 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     }
 
 
-def _new_shards(folders: str, known: list[Path], *, allow_empty: bool) -> list[Path]:
+# A shard as (index of its folder in the run's comma-separated data folders, file name):
+# the same shard whatever the working directory or where the folders have moved.
+ShardKey = tuple[int, str]
+
+
+def _new_shards(folders: str, known: list[ShardKey], *, allow_empty: bool) -> list[ShardKey]:
     """The complete shards (shard-*.npz; one being written is still *.tmp) in the
     comma-separated `folders` that are not in `known`, folder by folder in name order."""
-    seen = {str(p) for p in known}
+    seen = set(known)
     out = []
-    for folder in folders.split(","):
+    for i, folder in enumerate(folders.split(",")):
         found = sorted(Path(folder).glob("shard-*.npz"))
         if not found and not allow_empty:
             raise ValueError(f"no shards (shard-*.npz) in {folder}")
-        out += [p for p in found if str(p) not in seen]
+        out += [(i, p.name) for p in found if (i, p.name) not in seen]
     return out
+
+
+def _shard_paths(folders: str, keys: list[ShardKey]) -> list[Path]:
+    """Where the shards `keys` are now, under this run's data folders."""
+    names = folders.split(",")
+    if any(i >= len(names) for i, _ in keys):
+        raise ValueError(f"this run trained on more data folders than {folders!r} names")
+    return [Path(names[i]) / name for i, name in keys]
 
 
 def _load_episodes(
@@ -488,7 +501,7 @@ def save_checkpoint(
     cfg: TrainConfig,
     out: Path,
     best: dict[str, Any] | None = None,
-    shards: list[Path] | None = None,
+    shards: list[ShardKey] | None = None,
     *,
     lead: bool = True,
 ) -> None:
@@ -513,7 +526,7 @@ def save_checkpoint(
             "aug_rng": aug.get_state(),
             "best": best,
             "config": asdict(cfg),
-            **({"shards": [str(p) for p in shards]} if shards is not None else {}),
+            **({"shards": [list(k) for k in shards]} if shards is not None else {}),
         },
         tmp,
     )
