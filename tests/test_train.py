@@ -597,7 +597,7 @@ def test_a_growing_run_trains_on_shards_as_they_appear_and_resumes_exactly(
     # a growing run may start with an empty folder beside a full one, not with nothing
     (tmp_path / "empty").mkdir()
     both = f"{tmp_path / 'empty'},{tmp_path / 'ga'}"
-    assert train(TrainConfig(data=both, out=str(tmp_path / "c"), steps=1, **base))
+    assert train(TrainConfig(data=both, out=str(tmp_path / "c"), steps=1, **base))["steps"] == 1
     with pytest.raises(ValueError, match="no shards"):
         train(TrainConfig(data=str(tmp_path / "empty"), out=str(tmp_path / "d"), grow_data=True))
     (tmp_path / "ga" / "shard-00001.npz").unlink()

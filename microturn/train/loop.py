@@ -246,17 +246,19 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             state = torch.load(out / TRAINER_FILE, map_location="cpu", weights_only=False)
         except Exception as err:  # a cut-off or foreign file: pickle, zip or EOF errors
             raise ValueError(f"{out / TRAINER_FILE}: corrupt trainer state ({err})") from err
-    # A resumed growing run reloads the shards it had, in the order it had them, so its
-    # batches are the ones it would have drawn, then picks up what came since; any other
-    # run takes the folders as they are now. Process 0's listing is everyone's.
-    if state is not None and state.get("config", {}).get("grow_data") and "shards" in state:
+    # A resumed growing run (only those record their shards) reloads the shards it had,
+    # in the order it had them, so its batches are the ones it would have drawn, then
+    # picks up what came since; any other run takes the folders as they are now.
+    # Process 0's listing is everyone's.
+    if state is not None and "shards" in state:
         shards = [(int(i), str(name)) for i, name in state["shards"]]
     else:
         shards = _agree_object(_new_shards(cfg.data, [], allow_empty=cfg.grow_data), device)
-    for p in _shard_paths(cfg.data, shards):
+    paths = _shard_paths(cfg.data, shards)
+    for p in paths:
         if not p.is_file():
             raise ValueError(f"{p}: a shard this run trained on is gone; cannot resume exactly")
-    data = _load_episodes(_shard_paths(cfg.data, shards), model_cfg.layout, wanted)
+    data = _load_episodes(paths, model_cfg.layout, wanted)
     if not data:
         what = f"episodes of {cfg.scenarios}" if wanted else "shards (shard-*.npz)"
         raise ValueError(f"no {what} in {cfg.data}")
@@ -411,10 +413,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
                 best = {"step": step, "score": score}
                 save_pretrained(model, out / BEST_DIR)
                 _write_json(out / BEST_DIR / "eval.json", {**best, "scenarios": scores})
-        if saving and cfg.fsdp:  # gathering the full state takes every process
-            save_checkpoint(model, opt, rng, aug, step, cfg, out, best, shards, lead=lead)
-        elif lead and saving:
-            save_checkpoint(model, opt, rng, aug, step, cfg, out, best, shards)
+        if saving and (lead or cfg.fsdp):  # gathering a sharded state takes every process
+            grown = shards if cfg.grow_data else None
+            save_checkpoint(model, opt, rng, aug, step, cfg, out, best, grown, lead=lead)
         if world > 1 and (evaluating or saving):
             dist.barrier()  # the others wait while process 0 evaluates or writes
         if out_of_time:
@@ -506,7 +507,8 @@ def save_checkpoint(
     lead: bool = True,
 ) -> None:
     """Weights + config (loadable by from_pretrained) and the trainer state, atomically;
-    `shards`: what the run has trained on so far, in load order, for an exact resume.
+    `shards`: what a growing run has trained on so far, in load order, for an exact
+    resume (the folders are still changing; any other run's are read as they are).
     A sharded (--fsdp) model's full weights and optimizer state are gathered first, on
     every process (call it on all); only `lead` writes."""
     full = StateDictOptions(full_state_dict=True, cpu_offload=True)
