@@ -19,7 +19,13 @@ from microturn.model import (
 )
 from microturn.model.batch import INPUT_KEYS
 from microturn.model.checkpoint import load_sampling, save_sampling
-from microturn.model.sampling import HeadSampling, sample_text
+from microturn.model.sampling import (
+    NO_ONSET,
+    HeadSampling,
+    sample_text,
+    text_onsets,
+    turns_since_onset,
+)
 from microturn.stream.layout import OUTPUT_TRACKS, Layout, MicroTurns
 
 TINY = ModelConfig.preset("tiny")
@@ -37,6 +43,13 @@ def random_turns(layout: Layout, n: int, seed: int) -> MicroTurns:
     for name in ("user_text", "background", "model_text"):
         getattr(mt, name)[:] = rng.integers(0, 259, getattr(mt, name).shape)
     mt.model_action[:] = rng.choice([256, 259], mt.model_action.shape)
+    return mt
+
+
+def with_silences(mt: MicroTurns, turns: tuple[int, ...]) -> MicroTurns:
+    """`mt` with the model's text track silent (PAD) in `turns`: random text writes in
+    every micro-turn, so the model would start a message only once."""
+    mt.model_text[list(turns)] = 256
     return mt
 
 
@@ -64,20 +77,34 @@ def test_parameter_counts() -> None:
 
 
 @pytest.mark.parametrize(
-    "ffn,clock,history",
-    [("moe", 0, False), ("dense", 0, False), ("moe", 7, False), ("moe", 0, True)],
+    "ffn,clock,history,onset",
+    [
+        ("moe", 0, False, 0),
+        ("dense", 0, False, 0),
+        ("moe", 7, False, 0),
+        ("moe", 0, True, 0),
+        ("moe", 0, True, 3),
+    ],
 )
-def test_streaming_step_matches_full_forward(ffn: str, clock: int, history: bool) -> None:
+def test_streaming_step_matches_full_forward(
+    ffn: str, clock: int, history: bool, onset: int
+) -> None:
     cfg = replace(
         TINY,
         ffn=ffn,
         n_shared_experts=1 if ffn == "moe" else 0,
         clock_octaves=clock,
         output_history=history,
+        onset_clock_turns=onset,
     )
     model = make_model(cfg)
     n = 7
-    batch = to_batch([random_turns(cfg.layout, n, 1), random_turns(cfg.layout, n, 2)])
+    batch = to_batch(
+        [
+            with_silences(random_turns(cfg.layout, n, 1), (1, 2, 3)),
+            with_silences(random_turns(cfg.layout, n, 2), (0, 4)),
+        ]
+    )
     with torch.no_grad():
         full, _ = model(batch)
     state = model.new_state(2)
@@ -92,11 +119,11 @@ def test_streaming_step_matches_full_forward(ffn: str, clock: int, history: bool
     assert state.lengths.tolist() == [n * cfg.layout.slots_per_turn - 9] * 2
 
 
-@pytest.mark.parametrize("history", [False, True])
-def test_streams_of_different_lengths_step_together(history: bool) -> None:
-    model = make_model(replace(TINY, output_history=history))
+@pytest.mark.parametrize("history,onset", [(False, 0), (True, 0), (True, 4)])
+def test_streams_of_different_lengths_step_together(history: bool, onset: int) -> None:
+    model = make_model(replace(TINY, output_history=history, onset_clock_turns=onset))
     lay = TINY.layout
-    turns = [random_turns(lay, 6, s) for s in range(3)]
+    turns = [with_silences(random_turns(lay, 6, s), (s + 1, 3)) for s in range(3)]
     fulls = []
     with torch.no_grad():
         for mt in turns:
@@ -543,6 +570,54 @@ def test_a_grown_clock_starts_silent_and_is_saved(tmp_path) -> None:
         assert not torch.equal(loaded(batch)[0].model_text, model(batch)[0].model_text)
 
 
+def test_the_onset_clock_counts_from_the_model_s_last_message_start() -> None:
+    """Micro-turns since the last start of the model's text (text after a micro-turn
+    without), counted before each micro-turn; none yet counts from NO_ONSET, or from
+    what a stream carried over."""
+    pad = 256
+    text = torch.tensor([[[pad, pad], [65, pad], [66, 67], [pad, pad], [pad, 68], [69, 70]]])
+    onsets = text_onsets(text)
+    assert onsets.tolist() == [[False, True, False, False, True, False]]
+    since = turns_since_onset(onsets)
+    assert since[0, 2:].tolist() == [1, 2, 3, 1, 2]
+    assert since[0, :2].tolist() == [NO_ONSET, NO_ONSET + 1]
+    carried = turns_since_onset(onsets, torch.tensor([5]))
+    assert carried[0, :3].tolist() == [5, 6, 1]
+    # a micro-turn that continues the text of the one before starts nothing
+    assert text_onsets(text[:, 2:3], torch.tensor([True])).tolist() == [[False]]
+    assert text_onsets(text[:, 2:3], torch.tensor([False])).tolist() == [[True]]
+
+
+def test_a_grown_onset_clock_starts_silent_and_is_read_by_the_depth_decoder(tmp_path) -> None:
+    """grow(onset_clock_turns=...) keeps what a trained model computes; trained, the
+    outputs depend on how long ago the model last started writing (the same inputs and
+    main-model states), and the checkpoint loads back with it."""
+    model = make_model()
+    grown = model.grow(onset_clock_turns=5)
+    assert grown.cfg.onset_clock_turns == 5 and model.grow(onset_clock_turns=0) is model
+    early = with_silences(random_turns(TINY.layout, 6, 3), (1,))  # starts at 0 and 2
+    late = with_silences(random_turns(TINY.layout, 6, 3), (1, 3))  # at 0, 2 and 4
+    batch = to_batch(early)
+    with torch.no_grad():
+        assert torch.equal(model(batch)[0].model_text, grown(batch)[0].model_text)
+    assert grown.onset_clock is not None
+    torch.nn.init.normal_(grown.onset_clock.weight, std=0.5)
+    with torch.no_grad():
+        context, written, _ = grown.encode(batch)
+        since = grown.since_onset(batch)
+        assert since is not None and since[0].tolist()[1:] == [1, 2, 1, 2, 3]
+        a = grown.decode(context, written, since)
+        b = grown.decode(context, written, grown.since_onset(to_batch(late)))
+        assert torch.equal(a.model_text[:, :5], b.model_text[:, :5])  # late: 2, 1 at the end
+        assert not torch.allclose(a.model_text[:, 5:], b.model_text[:, 5:])
+        with pytest.raises(ValueError, match="since its last message start"):
+            grown.decode(context, written)
+    save_pretrained(grown, tmp_path / "onset")
+    loaded = from_pretrained(tmp_path / "onset")
+    with torch.no_grad():
+        assert torch.equal(loaded(batch)[0].model_text, grown(batch)[0].model_text)
+
+
 def test_the_clock_reads_micro_turns_off_positions() -> None:
     """One reading per micro-turn (every slot of it alike), a different one for each
     micro-turn, repeating only after the longest period (2^octaves micro-turns)."""
@@ -558,12 +633,12 @@ def test_the_clock_reads_micro_turns_off_positions() -> None:
     assert torch.allclose(per_turn[8], per_turn[0], atol=1e-6)  # period 2^3
 
 
-@pytest.mark.parametrize("history", [False, True])
-def test_prefill_then_step_matches_streaming(history: bool) -> None:
+@pytest.mark.parametrize("history,onset", [(False, 0), (True, 0), (True, 3)])
+def test_prefill_then_step_matches_streaming(history: bool, onset: int) -> None:
     """Prefilling recorded micro-turns (in two pieces) leaves the state a streamed run
     would have."""
-    model = make_model(replace(TINY, output_history=history))
-    batch = to_batch(random_turns(TINY.layout, 5, 8))
+    model = make_model(replace(TINY, output_history=history, onset_clock_turns=onset))
+    batch = to_batch(with_silences(random_turns(TINY.layout, 5, 8), (1, 3)))
     streamed = model.new_state(1)
     for t in range(4):
         model.step(streamed, split(batch, t)[0], teacher=split(batch, t)[1])
@@ -572,6 +647,7 @@ def test_prefill_then_step_matches_streaming(history: bool) -> None:
     model.prefill(prefilled, {k: v[:, 2:4] for k, v in batch.items()})
     assert torch.equal(prefilled.lengths, streamed.lengths)
     assert torch.equal(prefilled.turns, streamed.turns)
+    assert torch.equal(prefilled.since_onset, streamed.since_onset)
     a = model.step(streamed, split(batch, 4)[0], teacher=split(batch, 4)[1])
     b = model.step(prefilled, split(batch, 4)[0], teacher=split(batch, 4)[1])
     assert torch.allclose(a.logits.model_audio, b.logits.model_audio, atol=1e-4)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from microturn.model.rope import rotary, rotary_angles
+from microturn.model.sampling import NO_ONSET
 
 
 @dataclass
@@ -37,6 +38,7 @@ class StreamState:
     slot_pos: Tensor  # [B, sink + ring + 1] absolute position held by each entry, -1 = none
     lengths: Tensor  # [B] positions written so far (= the next position)
     turns: Tensor  # [B] micro-turns completed
+    since_onset: Tensor  # [B] micro-turns since the stream's last message start (NO_ONSET)
     all_generators: list[torch.Generator]  # one sampling generator per stream
     slots_per_turn: int
     sink: int
@@ -92,6 +94,7 @@ class StreamState:
             slot_pos=torch.full((batch_size, total), -1, dtype=torch.long, device=device),
             lengths=torch.zeros(batch_size, dtype=torch.long, device=device),
             turns=torch.zeros(batch_size, dtype=torch.long, device=device),
+            since_onset=torch.full((batch_size,), NO_ONSET, dtype=torch.long, device=device),
             all_generators=gens,
             slots_per_turn=slots_per_turn,
             sink=sink,
@@ -131,6 +134,7 @@ class StreamState:
             slot_pos=self.slot_pos[:n],
             lengths=self.lengths[:n],
             turns=self.turns[:n],
+            since_onset=self.since_onset[:n],
             all_generators=self.all_generators[:n],
             pending={k: v[:n] for k, v in self.pending.items()},
             _fwd=None,
@@ -141,7 +145,13 @@ class StreamState:
         for tensors in (self.keys, self.values, self.raw_sink_keys):
             for t in tensors:
                 t[dst] = t[src]
-        for t in (self.slot_pos, self.lengths, self.turns, *self.pending.values()):
+        for t in (
+            self.slot_pos,
+            self.lengths,
+            self.turns,
+            self.since_onset,
+            *self.pending.values(),
+        ):
             t[dst] = t[src]
         self.all_generators[dst].set_state(self.all_generators[src].get_state())
 
@@ -184,6 +194,12 @@ class StreamState:
         for k, v in values.items():
             self._put(self.pending[k], v.to(self.pending[k].dtype))
 
+    def current_since_onset(self) -> Tensor:
+        return self._get(self.since_onset)
+
+    def set_since_onset(self, value: Tensor) -> None:
+        self._put(self.since_onset, value)
+
     def end_turn(self) -> None:
         self._put(self.turns, self.current_turns() + 1)
 
@@ -192,6 +208,7 @@ class StreamState:
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.lengths.device)
         self.lengths[idx] = 0
         self.turns[idx] = 0
+        self.since_onset[idx] = NO_ONSET
         self.slot_pos[idx] = -1
 
     def snapshot(self) -> dict[str, Any]:
@@ -201,6 +218,7 @@ class StreamState:
         return {
             "lengths": self.lengths.clone(),
             "turns": self.turns.clone(),
+            "since_onset": self.since_onset.clone(),
             "slot_pos": self.slot_pos.clone(),
             "pending": {k: v.clone() for k, v in self.pending.items()},
             "raw_sinks": [r.clone() for r in self.raw_sink_keys] if self.sink else [],
@@ -210,6 +228,7 @@ class StreamState:
     def restore(self, snap: dict[str, Any]) -> None:
         self.lengths.copy_(snap["lengths"])
         self.turns.copy_(snap["turns"])
+        self.since_onset.copy_(snap["since_onset"])
         self.slot_pos.copy_(snap["slot_pos"])
         for k, v in snap["pending"].items():
             self.pending[k].copy_(v)

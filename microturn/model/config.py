@@ -44,6 +44,12 @@ class ModelConfig:
     # slots of a micro-turn only through the main model's one context vector, and that is
     # where the models shipped so far (False) misspell and their audio jumps.
     output_history: bool = False
+    # The depth decoder also reads how many micro-turns have passed since the model last
+    # started a message (one learned vector per count; onset_clock_turns or more share
+    # the last). Reminders, countdowns and "say it in N seconds" are timed from the
+    # model's own last start, a count the main model would otherwise have to find by
+    # attention. 0 = none (the models shipped so far).
+    onset_clock_turns: int = 0
     norm_eps: float = 1e-5
     dropout: float = 0.0
 
@@ -79,6 +85,10 @@ class ModelConfig:
                 raise ValueError(f"{name} must be positive")
         if not 0 <= self.clock_octaves <= 16:
             raise ValueError(f"clock_octaves must lie in 0..16, got {self.clock_octaves}")
+        if not 0 <= self.onset_clock_turns <= 10_000:
+            raise ValueError(
+                f"onset_clock_turns must lie in 0..10000, got {self.onset_clock_turns}"
+            )
 
     @property
     def head_dim(self) -> int:

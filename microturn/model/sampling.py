@@ -195,6 +195,34 @@ def between_before(text: Tensor) -> Tensor:
     return ((before < 0) | (previous == Special.EOM)).view(b, n, s)
 
 
+NO_ONSET = 1 << 30  # "micro-turns since the last message start" of a stream with none yet
+
+
+def text_onsets(text: Tensor, wrote_before: Tensor | None = None) -> Tensor:
+    """Text ids [B, N, slots] -> [B, N] True where the model starts writing: text in a
+    micro-turn after one without (the packer writes an utterance's first text in the
+    micro-turn where its sound starts). `wrote_before` [B]: whether the micro-turn
+    before the first one wrote text (default: it did not)."""
+    writing = (text != Special.PAD).any(-1)
+    if wrote_before is None:
+        wrote_before = torch.zeros_like(writing[:, 0])
+    before = torch.cat([wrote_before[:, None].to(writing.dtype), writing[:, :-1]], dim=1)
+    return writing & ~before
+
+
+def turns_since_onset(onsets: Tensor, since_first: Tensor | None = None) -> Tensor:
+    """Onsets [B, N] -> [B, N + 1]: micro-turns since the last onset before each
+    micro-turn (entry N: the micro-turn after the last). `since_first` [B]: the first
+    micro-turn's value (default `NO_ONSET`); the count grows from it until an onset."""
+    b, n = onsets.shape
+    at = torch.arange(n + 1, device=onsets.device).expand(b, -1)
+    marks = torch.nn.functional.pad(onsets, (1, 0), value=False)  # an onset counts after it
+    last = torch.where(marks, at, -1).cummax(1).values
+    if since_first is None:
+        since_first = torch.full((b,), NO_ONSET, dtype=torch.long, device=onsets.device)
+    return torch.where(last >= 0, at - last + 1, since_first[:, None] + at)
+
+
 def sample_slot(
     track: Track, logits: Tensor, cfg: SamplingConfig, generators: list[torch.Generator]
 ) -> Tensor:

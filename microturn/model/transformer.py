@@ -29,7 +29,7 @@ from microturn.codecs.text import VOCAB_SIZE, Special
 from microturn.model.cache import StreamState, window_mask
 from microturn.model.config import ModelConfig
 from microturn.model.rope import rotary, rotary_angles
-from microturn.model.sampling import SamplingConfig
+from microturn.model.sampling import SamplingConfig, text_onsets, turns_since_onset
 from microturn.stream.layout import (
     INPUT_TRACKS,
     OUTPUT_TRACKS,
@@ -469,6 +469,10 @@ class InteractionModel(nn.Module):
             ]
         )
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        # Counts 0..onset_clock_turns of micro-turns since the model's last message start.
+        self.onset_clock = (
+            nn.Embedding(cfg.onset_clock_turns + 1, cfg.d_model) if cfg.onset_clock_turns else None
+        )
         self.depth = DepthDecoder(cfg)
         # How this model samples unless a caller says otherwise: a checkpoint carries it
         # (config.json "sampling"), e.g. a start bias chosen by `microturn bench calibrate`.
@@ -517,7 +521,25 @@ class InteractionModel(nn.Module):
         """Whole micro-turn sequences from turn 0. batch: per-track tensors [B, N, ...]
         (see `microturn.model.batch`). Returns output-slot logits and the MoE aux loss."""
         context, written, aux = self.encode(batch)
-        return self.decode(context, written), aux
+        return self.decode(context, written, self.since_onset(batch)), aux
+
+    def since_onset(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """Micro-turns since the model's last message start before each micro-turn [B,
+        N] of a whole recorded sequence (None without an onset clock)."""
+        if self.onset_clock is None:
+            return None
+        return turns_since_onset(text_onsets(batch[Track.MODEL_TEXT.value]))[:, :-1]
+
+    def _depth_context(self, context: Tensor, since: Tensor | None) -> Tensor:
+        """What the depth decoder starts from: the main model's state [..., d], plus,
+        with an onset clock, the vector of `since` [...] (micro-turns since the model
+        last started a message)."""
+        if self.onset_clock is None:
+            return context
+        if since is None:
+            raise ValueError("this model reads the time since its last message start: pass since")
+        count = since.clamp(max=self.cfg.onset_clock_turns)
+        return context + self.onset_clock(count).to(context.dtype)
 
     def encode(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """The main model's half of `forward`: each micro-turn's state at its last input
@@ -544,10 +566,12 @@ class InteractionModel(nn.Module):
         written = self._in_slot_order(outputs, OUTPUT_TRACKS).view(b, n, -1, self.cfg.d_model)
         return context, written, aux
 
-    def decode(self, context: Tensor, written: Tensor) -> Logits:
+    def decode(self, context: Tensor, written: Tensor, since: Tensor | None = None) -> Logits:
         """The depth decoder's half of `forward`, teacher-forced: states [B, N, d] and
-        written output slots [B, N, O, d] (each micro-turn's history is the one before)."""
+        written output slots [B, N, O, d] (each micro-turn's history is the one before);
+        `since` [B, N]: see `since_onset` (needed with an onset clock)."""
         b, n = context.shape[:2]
+        context = self._depth_context(context, since)
         first = (torch.arange(n, device=context.device) == 0).repeat(b)
         history = self._output_history(written.roll(1, dims=1).flatten(0, 1), first)
         flat = written.flatten(0, 1)
@@ -638,10 +662,11 @@ class InteractionModel(nn.Module):
         positions = state.begin(valid)
         h, _ = self._blocks(x, positions, state)
         state.commit(valid)
-        context = h[:, -1]
         # A stream's first micro-turn follows no outputs and is between messages, whatever
         # a reused row's pending outputs still hold.
         first = state.current_turns() == 0
+        since = state.current_since_onset()
+        context = self._depth_context(h[:, -1], since)
         history = self._output_history(previous, first)
         values: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
         logits: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
@@ -669,6 +694,9 @@ class InteractionModel(nn.Module):
             **{t.value: torch.stack(values[t], 1) for t in OUTPUT_TRACKS},
             logits=Logits(**{t.value: torch.stack(logits[t], 1)[:, None] for t in OUTPUT_TRACKS}),
         )
+        wrote = (pending[Track.MODEL_TEXT.value][:, 0] != Special.PAD).any(-1) & ~first
+        onset = text_onsets(result.model_text[:, None], wrote)
+        state.set_since_onset(turns_since_onset(onset, since)[:, -1])
         state.set_pending({t.value: getattr(result, t.value) for t in OUTPUT_TRACKS})
         state.end_turn()
         return result
@@ -695,27 +723,43 @@ class InteractionModel(nn.Module):
         positions = state.begin(valid)
         self._blocks(x, positions, state)
         state.commit(valid)
+        text = Track.MODEL_TEXT.value
+        wrote = (pending[text][:, 0] != Special.PAD).any(-1) & (state.current_turns() > 0)
+        onsets = text_onsets(batch[text], wrote)
+        state.set_since_onset(turns_since_onset(onsets, state.current_since_onset())[:, -1])
         state.set_pending({t.value: batch[t.value][:, -1] for t in OUTPUT_TRACKS})
         state._put(state.turns, state.current_turns() + n)
 
     def grow(
-        self, *, clock_octaves: int | None = None, output_history: bool | None = None
+        self,
+        *,
+        clock_octaves: int | None = None,
+        output_history: bool | None = None,
+        onset_clock_turns: int | None = None,
     ) -> InteractionModel:
-        """This model with a clock of `clock_octaves` (0: none) and/or the depth
-        decoder's output history; None or the model's own setting changes nothing (no
-        change at all: this model). A new clock starts at zero, so a model grown from one
-        without a clock computes exactly what it did until training moves it:
-        fine-tuning a trained model to read time keeps everything else it knows (a clock
-        of another size is replaced). A new output history is read at once (the depth
-        decoder's attention spreads over it): fine-tune before trusting the outputs."""
-        changes: dict[str, Any] = {}
-        if clock_octaves is not None and clock_octaves != self.cfg.clock_octaves:
-            changes["clock_octaves"] = clock_octaves
-        if output_history is not None and output_history != self.cfg.output_history:
-            changes["output_history"] = output_history
+        """This model with a clock of `clock_octaves` (0: none), the depth decoder's
+        output history and/or an onset clock of `onset_clock_turns` (0: none); None or
+        the model's own setting changes nothing (no change at all: this model). A new
+        clock or onset clock starts at zero, so a model grown from one without computes
+        exactly what it did until training moves it: fine-tuning a trained model to read
+        time keeps everything else it knows (one of another size is replaced). A new
+        output history is read at once (the depth decoder's attention spreads over it):
+        fine-tune before trusting the outputs."""
+        wanted = {
+            "clock_octaves": clock_octaves,
+            "output_history": output_history,
+            "onset_clock_turns": onset_clock_turns,
+        }
+        changes: dict[str, Any] = {
+            k: v for k, v in wanted.items() if v is not None and v != getattr(self.cfg, k)
+        }
         if not changes:
             return self
-        prefix = {"clock_octaves": "clock.", "output_history": "depth.history."}
+        prefix = {
+            "clock_octaves": "clock.",
+            "output_history": "depth.history.",
+            "onset_clock_turns": "onset_clock.",
+        }
         new_parts = tuple(prefix[name] for name in changes)
         p = next(self.parameters())
         with torch.device(p.device):
@@ -725,6 +769,8 @@ class InteractionModel(nn.Module):
         assert not unexpected and all(k.startswith(new_parts) for k in missing), missing
         if "clock_octaves" in changes and grown.clock is not None:
             nn.init.zeros_(grown.clock.proj.weight)
+        if "onset_clock_turns" in changes and grown.onset_clock is not None:
+            nn.init.zeros_(grown.onset_clock.weight)
         return grown.train(self.training)
 
     def expert_load(self) -> Tensor | None:

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m microturn.train")
         "scenarios",
         "clock_octaves",
         "output_history",
+        "onset_clock_turns",
         "train_only",
         "length_window",
     ):

@@ -47,7 +47,7 @@ from microturn.model import (
 )
 from microturn.model.checkpoint import from_pretrained
 from microturn.model.loss import per_slot_losses, slot_mean
-from microturn.model.sampling import between_before
+from microturn.model.sampling import between_before, text_onsets
 from microturn.scenarios.scoring import headline
 from microturn.stream.layout import MicroTurns, Track
 from microturn.train.augment import augment_batch
@@ -98,6 +98,10 @@ class TrainConfig:
     # -1: as the preset (or the --init model) has; 1: the depth decoder reads the previous
     # micro-turn's output slots (ModelConfig.output_history); 0: it does not
     output_history: int = -1
+    # -1: as the preset (or the --init model) has; N: the depth decoder reads the
+    # micro-turns since the model's last message start, counted up to N
+    # (ModelConfig.onset_clock_turns; an --init model grows one at zero); 0: it does not
+    onset_clock_turns: int = -1
     # Comma-separated parameter-name prefixes ("depth"): only those train, the rest stays
     # as --init left it (a part grown on a trained model learns without moving the
     # rest, and a frozen main model needs no backward pass). "" = everything trains.
@@ -177,11 +181,8 @@ def draw_batch(
 def onset_turns(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """[B, N] True where the model starts writing (text after a silent micro-turn, or an
     action): the rare moments that carry timing, weighted up in the loss."""
-    pad = int(Special.PAD)
-    writing = (batch["model_text"] != pad).any(-1)
-    before = torch.nn.functional.pad(writing[:, :-1], (1, 0), value=False)
-    acting = (batch["model_action"] != pad).any(-1)
-    return (writing & ~before) | acting
+    acting = (batch["model_action"] != int(Special.PAD)).any(-1)
+    return text_onsets(batch["model_text"]) | acting
 
 
 def weighted_losses(
@@ -238,6 +239,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         parts["clock_octaves"] = cfg.clock_octaves
     if cfg.output_history >= 0:
         parts["output_history"] = bool(cfg.output_history)
+    if cfg.onset_clock_turns >= 0:
+        parts["onset_clock_turns"] = cfg.onset_clock_turns
     model_cfg = replace(ModelConfig.preset(cfg.preset), **parts)
     wanted = cfg.scenario_names()
     state = None
