@@ -13,7 +13,12 @@ same, it is the extra capacity and training, not the cross-turn view.
 
 Arms, on the same batches, the depth decoder frozen: `attend` (the module) and `local`
 (its feed-forward layers only). Each adds a zero-initialized correction to the state, so
-both start as the model. Loss: cross-entropy of the action slot and the first text slot,
+both start as the model. `onset` adds only an onset clock (the model's
+`onset_clock_turns`: one vector per count of micro-turns since the reference last
+started a message) and `onset-local` feeds it to the local arm: is the time since the
+model's own last start what the decision lacks? `--save DIR` writes the `onset` arm as
+a checkpoint (MODEL grown with the trained onset clock), a candidate to benchmark.
+Loss: cross-entropy of the action slot and the first text slot,
 each micro-turn weighted 1 + onset weight where the reference starts writing (as
 `microturn train`). Reported on evaluation sets: the decisions' mean cross-entropy by
 scenario, time-awareness cue odds (scripts/cue-timing.py's) and turn-taking floor odds
@@ -21,7 +26,8 @@ scenario, time-awareness cue odds (scripts/cue-timing.py's) and turn-taking floo
 and sound must not get worse).
 
 Usage: python scripts/turn-module.py MODEL TRAIN[,TRAIN...] EVAL[,EVAL...] [--steps N]
-[--cache DIR]   (TRAIN: microturn data DIR/train folders; EVAL: DIR/eval sets)
+[--cache DIR] [--arms attend,local,onset,onset-local] [--save DIR]
+(TRAIN: microturn data DIR/train folders; EVAL: DIR/eval sets)
 """
 
 import argparse
@@ -37,11 +43,11 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from microturn.model import from_pretrained
+from microturn.model import from_pretrained, save_pretrained
 from microturn.model.batch import to_batch
 from microturn.model.config import ModelConfig
 from microturn.model.rope import rotary_angles
-from microturn.model.sampling import between_before
+from microturn.model.sampling import between_before, text_onsets, turns_since_onset
 from microturn.model.transformer import Block, Clock, InteractionModel, Logits, SwiGLU
 from microturn.stream.layout import Special, Track
 from microturn.train.data import load_shard
@@ -50,6 +56,7 @@ from microturn.train.loop import onset_turns
 
 EPISODES_PER_BATCH = 16
 OCTAVES = 7
+ONSET_TURNS = 80  # 16 s: the longest "say it in N seconds" (15 s) fits
 
 
 def _script(name: str):
@@ -65,14 +72,31 @@ cue_odds = _script("cue-timing.py").cue_odds
 floor_odds = _script("floor-odds.py").floor_odds
 
 
+class OnsetClock(nn.Module):
+    """The model's onset clock alone: a zero-initialized vector per count of micro-turns
+    since the last message start, added to the state (`InteractionModel._depth_context`)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(ONSET_TURNS + 1, cfg.d_model)
+        nn.init.zeros_(self.embed.weight)
+
+    def forward(self, context: Tensor, since: Tensor) -> Tensor:
+        return context + self.embed(since.clamp(max=ONSET_TURNS))
+
+
 class TurnModule(nn.Module):
     """A causal transformer over micro-turn states (or, `attend=False`, its feed-forward
-    layers only) whose output, through a zero-initialized projection, corrects them."""
+    layers only) whose output, through a zero-initialized projection, corrects them;
+    with `onset`, an onset clock is added to its input."""
 
-    def __init__(self, cfg: ModelConfig, layers: int, heads: int, attend: bool) -> None:
+    def __init__(
+        self, cfg: ModelConfig, layers: int, heads: int, attend: bool, onset: bool = False
+    ) -> None:
         super().__init__()
         d_model = cfg.d_model
         self.attend, self.heads, self.rope_theta = attend, heads, cfg.rope_theta
+        self.onset = OnsetClock(cfg) if onset else None
         self.clock = Clock(OCTAVES, cfg.layout, d_model)
         self.blocks = nn.ModuleList(
             [Block(d_model, heads, heads, SwiGLU(d_model, 2 * d_model), cfg) for _ in range(layers)]
@@ -81,11 +105,14 @@ class TurnModule(nn.Module):
         self.out = nn.Linear(d_model, d_model, bias=False)
         nn.init.zeros_(self.out.weight)
 
-    def forward(self, context: Tensor) -> Tensor:
-        """States [B, N, d] -> corrected states [B, N, d] (causal over N)."""
+    def forward(self, context: Tensor, since: Tensor) -> Tensor:
+        """States [B, N, d] -> corrected states [B, N, d] (causal over N); `since` [B,
+        N]: micro-turns since the last message start (read only with `onset`)."""
         b, n, _ = context.shape
         positions = torch.arange(n).expand(b, -1)  # one per micro-turn
         x = context + self.clock(positions * self.clock.slots_per_turn, context.dtype)
+        if self.onset is not None:
+            x = self.onset(x, since)
         rope = rotary_angles(positions, x.shape[-1] // self.heads, self.rope_theta, x.dtype)
         for block in self.blocks:
             if self.attend:
@@ -105,6 +132,13 @@ def episode_states(model: InteractionModel, turns) -> dict[str, Tensor]:
         "onset": onset_turns(batch)[0],
         **{k: batch[k][0] for k in ("model_action", "model_text", "model_audio")},
     }
+
+
+def with_since(st: dict[str, Tensor]) -> dict[str, Tensor]:
+    """An episode's states plus micro-turns since the reference's last message start
+    before each micro-turn (what the model's onset clock reads)."""
+    onsets = text_onsets(st["model_text"][None].long())
+    return {**st, "since": turns_since_onset(onsets)[0, :-1]}
 
 
 def cached_states(model: InteractionModel, folders: list[Path], cache: Path, full: bool):
@@ -166,7 +200,7 @@ def decision_losses(model, module, st: dict[str, Tensor], valid: Tensor) -> tupl
     """Per real micro-turn: action and first-text cross-entropy [M] each."""
     context = st["context"].float()
     if module is not None:
-        context = module(context)
+        context = module(context, st["since"])
     ctx, act = context[valid], st["written"][valid].float()
     a, t = decision_logits(model, ctx, act)
     ce_a = F.cross_entropy(a.float(), st["model_action"][valid][:, 0].long(), reduction="none")
@@ -211,7 +245,7 @@ def report(name: str, model, module, held, layout) -> dict:
     for ep, turns, st in held:
         context = st["context"].float()[None]
         if module is not None:
-            context = module(context)
+            context = module(context, st["since"][None])
         context = context[0]
         _, t = decision_logits(model, context, st["written"][:, :1].float())
         deciding, writes = reference_decisions(turns)
@@ -269,11 +303,13 @@ def main() -> None:
     p.add_argument("--arms", default="attend,local")
     p.add_argument("--cache", type=Path, default=Path("out/turnmod"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", type=Path, help="write the onset arm here as a checkpoint")
     args = p.parse_args()
     model = from_pretrained(args.model).eval().requires_grad_(False)
     folders = [Path(f) for f in args.train.split(",")]
     tag = "-".join(f.parent.name for f in folders)
     data = cached_states(model, folders, args.cache / f"train-{tag}.pt", full=False)
+    data = [(scenario, with_since(st)) for scenario, st in data]
     lengths = [st["context"].shape[0] for _, st in data]
     print(f"{len(data)} training episodes, {sum(lengths)} micro-turns, longest {max(lengths)}")
     held = []
@@ -282,15 +318,27 @@ def main() -> None:
             model, [Path(f)], args.cache / f"eval-{Path(f).parent.name}.pt", True
         )
         pairs = load_eval_set(Path(f), model.layout)
-        held += [(ep, turns, st) for (ep, turns), (_, st) in zip(pairs, states, strict=True)]
+        held += [
+            (ep, turns, with_since(st)) for (ep, turns), (_, st) in zip(pairs, states, strict=True)
+        ]
     report("model as trained", model, None, held, model.layout)
     for arm in args.arms.split(","):
         torch.manual_seed(args.seed)
-        module = TurnModule(model.cfg, args.layers, 4, attend=arm == "attend")
+        if arm == "onset":
+            module = OnsetClock(model.cfg)
+        else:
+            module = TurnModule(
+                model.cfg, args.layers, 4, attend=arm == "attend", onset=arm == "onset-local"
+            )
         print(f"arm {arm}: {sum(p.numel() for p in module.parameters())} parameters", flush=True)
         train(model, module, data, args.steps, args.lr, args.onset_weight, args.seed)
         report(f"arm {arm}", model, module.eval(), held, model.layout)
         torch.save(module.state_dict(), args.cache / f"module-{arm}.pt")
+        if arm == "onset" and args.save:
+            grown = model.grow(onset_clock_turns=ONSET_TURNS)
+            grown.onset_clock.load_state_dict(module.embed.state_dict())
+            save_pretrained(grown.eval(), args.save)
+            print(f"wrote {args.save}", flush=True)
     return 0
 
 
