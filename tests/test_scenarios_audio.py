@@ -14,7 +14,8 @@ from microturn.codecs.audio import SAMPLE_RATE
 from microturn.codecs.text import MessageReader, Special
 from microturn.scenarios import get
 from microturn.scenarios.base import EARLIEST_MODEL_S, TEXT_LAYOUT, arrival_s, heard_by_s
-from microturn.scenarios.scoring import normalize
+from microturn.scenarios.scoring import normalize, number_words
+from microturn.scenarios.time_awareness import _is_cue
 from microturn.stream.episode import Episode, Event, SpeechSegment, TextEvent, Timeline
 from microturn.stream.layout import Layout, pack_episode
 from tests.helpers import assert_replies_follow_their_causes
@@ -230,6 +231,30 @@ COUNT = _request("countdown", 1.0, [[2.2, "three"], [3.2, "two"], [4.2, "one"]],
 )
 def test_time_awareness_scorer(episode: Episode, speech, correct: bool) -> None:
     assert get("time_awareness").score(episode, _timeline(*speech))["correct"] is correct
+
+
+def test_time_awareness_acknowledgements_say_the_number_back() -> None:
+    """A reminder's or a delayed phrase's acknowledgement says its N back ("every five
+    seconds", "in seven seconds"), as one utterance that ends before the first cue is
+    due, and is not scored as a cue: the reference still scores perfectly."""
+    s = get("time_awareness")
+    seen = set()
+    for seed in range(12):
+        ep = s.generate(seed, "train", "text")
+        e = next(e for e in ep.events if e.kind == "request_end")
+        category = e.data["category"]
+        if category == "countdown" or category in seen:
+            continue
+        seen.add(category)
+        n = e.data["interval_s"] if category == "remind_every" else e.data["delay_s"]
+        ack, first_cue = ep.reference.speech[:2]
+        said = normalize(ack.text).split()
+        assert number_words(n) in said and ("every" in said) == (category == "remind_every")
+        assert ack.end_s < e.data["expected"][0][0] <= first_cue.start_s + 0.01
+        assert not _is_cue(ack.text, e.data["cue"])
+        metrics = s.aggregate([s.score(ep, _reference_timeline(ep))])
+        assert metrics["macro_accuracy"] == 1.0, metrics
+    assert seen == {"remind_every", "say_after"}
 
 
 def test_time_awareness_aggregate_is_a_macro_mean() -> None:

@@ -8,9 +8,14 @@ Categories:
 - `countdown`: "count down from N" (N in 3..10): N at 1.2 s after the request, then one
   number a second down to one.
 
-The reference acknowledges ("Okay.", "Got it.", ...) 0.3 s after the request (a countdown:
-"Okay." after 0.2 s, so it ends well before the first number), says each cue with its
-first word exactly on time, and after "stop" acknowledges without the cue.
+The reference acknowledges 0.3 s after the request, saying the number back ("Okay, every
+five seconds.", "Sure, in seven seconds."; a countdown: "Okay." after 0.2 s, so it ends
+well before the first number), says each cue with its first word exactly on time, and
+after "stop" acknowledges without the cue. Why the number back: when a cue is due
+depends on N, heard in the request, and a model that only learns it from the cues'
+timing has little to learn from (a probe found no trace of N in the shipped model's
+states after the request, docs/benchmarks.md). Said back, N is a word the model writes,
+learned like any word, and what it later times the cues by is its own text.
 
 Scoring: the request's end is when the model has all of it (last word, or the typed
 message's arrival). Cue utterances are the model's speech that starts at least 0.5 s
@@ -75,7 +80,8 @@ COUNT_REQUESTS = (
     "Give me a countdown from {n}.",
     "Count backwards from {n} to one.",
 )
-ACKS = ("Okay.", "Sure thing.", "Got it.", "Okay, I will.")
+REMIND_ACKS = ("Okay, every {n} seconds.", "Sure, every {n} seconds.", "Got it, every {n} seconds.")
+SAY_ACKS = ("Okay, in {n} seconds.", "Sure, in {n} seconds.", "Got it, in {n} seconds.")
 COUNT_ACK = "Okay."
 COUNT_ACK_DELAY_S = 0.2
 COUNT_FIRST_S = 1.2  # the first number, then one a second
@@ -134,10 +140,20 @@ class TimeAwareness(Scenario):
 
     # ---- generators ------------------------------------------------------------------
     @staticmethod
-    def _request(b: EpisodeBuilder, rng: Any, text: str, at: float, driver: str) -> float:
-        """The user's request and the reference's acknowledgement; when the request ends."""
+    def _request(
+        b: EpisodeBuilder,
+        rng: Any,
+        text: str,
+        at: float,
+        driver: str,
+        acks: tuple[str, ...],
+        n: int,
+    ) -> float:
+        """The user's request and the reference's acknowledgement, which says `n` back
+        (one of `acks`); when the request ends."""
         _, end = user_turn(b, text, at, driver)
-        model_speaks(b, str(pick(rng, ACKS)), end + ACK_DELAY_S, heard_s=end)
+        ack = str(pick(rng, acks)).format(n=number_words(n))
+        model_speaks(b, ack, end + ACK_DELAY_S, heard_s=end)
         return end
 
     def _remind(self, b: EpisodeBuilder, rng: Any, at: float, driver: str) -> None:
@@ -157,7 +173,8 @@ class TimeAwareness(Scenario):
             if fitting or n == REMIND_N[0]:
                 break
             n -= 1
-        end = self._request(b, rng, str(pick(rng, fitting or requests[:1])), at, driver)
+        request = str(pick(rng, fitting or requests[:1]))
+        end = self._request(b, rng, request, at, driver, REMIND_ACKS, n)
         k = max(2, min(k, int((MAX_EPISODE_S - REMIND_AFTER_S - end) // n)))
         dues = [end + i * n for i in range(1, k + 1)]
         last_end = [model_speaks(b, cue, due) for due in dues][-1].end_s
@@ -190,7 +207,7 @@ class TimeAwareness(Scenario):
         request = str(pick(rng, SAY_REQUESTS)).format(
             q=quote, p=phrase, n=_n_text(n, bool(rng.random() < 0.5))
         )
-        end = self._request(b, rng, request, at, driver)
+        end = self._request(b, rng, request, at, driver, SAY_ACKS, n)
         model_speaks(b, phrase.capitalize() + ".", end + n)
         b.event(
             "request_end",

@@ -1,0 +1,111 @@
+"""Does a model's state after a time-awareness request hold the request's number N (the
+reminder's interval, the phrase's delay)? A linear probe, trained on one stored set and
+scored on others.
+
+When a reminder or a delayed phrase is due depends on N, heard (or read) in the
+request. Teacher-forced, the shipped model's odds of starting a cue do not peak at any
+delay (scripts/cue-timing.py): this asks whether it has N at all. Feature: the main
+model's state (`InteractionModel.encode`) averaged over the micro-turns played 0.2-1.2 s
+after the request ends; label: N (3..15 s). Multinomial logistic regression with an L2
+weight chosen by 5-fold cross-validation on the training set; accuracy is printed by
+driver and category beside the share of the most common N (what a probe that learned
+nothing gets).
+
+Usage: python scripts/request-number.py MODEL TRAIN_SET EVAL_SET[,EVAL_SET...]
+(sets: `microturn.train.evaluate.write_eval_set(DIR, ["time_awareness"], N, layout,
+split=..., first_seed=...)`; TRAIN_SET on the train split, with seeds no model trained on)
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from microturn.model import from_pretrained
+from microturn.model.batch import to_batch
+from microturn.model.transformer import InteractionModel
+from microturn.train.evaluate import load_eval_set
+
+AFTER_S = (0.2, 1.2)
+WEIGHTS = (1e-3, 1e-2, 3e-2, 1e-1)
+FOLDS = 5
+
+
+@torch.no_grad()
+def features(model: InteractionModel, path: Path) -> tuple[np.ndarray, ...]:
+    """(states [E, d], N [E], driver [E], category [E]) of the set's reminders and
+    delayed phrases (countdowns do not depend on N for their timing)."""
+    rows: list[tuple] = []
+    for ep, turns in load_eval_set(path, model.layout):
+        e = next((e for e in ep.events if e.kind == "request_end"), None)
+        if e is None or e.data["category"] == "countdown":
+            continue
+        n = e.data.get("interval_s", e.data.get("delay_s"))
+        context, _, _ = model.encode(to_batch([turns]))
+        times = np.array([model.layout.output_start_s(t) for t in range(turns.n_turns)])
+        chosen = (times >= e.time_s + AFTER_S[0]) & (times < e.time_s + AFTER_S[1])
+        state = context[0][torch.from_numpy(chosen)].mean(0).numpy()
+        rows.append((state, int(n), ep.meta["driver"], e.data["category"]))
+    return tuple(np.array(x) for x in zip(*rows, strict=True))
+
+
+class Probe:
+    def __init__(self, x: np.ndarray, y: np.ndarray, weight: float, classes: np.ndarray) -> None:
+        self.mean, self.std, self.classes = x.mean(0), x.std(0) + 1e-6, classes
+        xt, yt = self._x(x), torch.from_numpy(np.searchsorted(classes, y))
+        self.w = torch.zeros(x.shape[1], len(classes), requires_grad=True)
+        self.b = torch.zeros(len(classes), requires_grad=True)
+        opt = torch.optim.LBFGS([self.w, self.b], max_iter=500)
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            logits = xt @ self.w + self.b
+            loss = torch.nn.functional.cross_entropy(logits, yt) + weight * (self.w**2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+
+    def _x(self, x: np.ndarray) -> torch.Tensor:
+        return torch.tensor((x - self.mean) / self.std, dtype=torch.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.classes[(self._x(x) @ self.w + self.b).argmax(1).numpy()]
+
+
+def main() -> None:
+    model = from_pretrained(Path(sys.argv[1])).eval()
+    x, y, _, _ = features(model, Path(sys.argv[2]))
+    classes = np.arange(3, 16)
+    folds = np.random.default_rng(0).integers(0, FOLDS, len(y))
+    scores = {}
+    for weight in WEIGHTS:
+        right = [
+            np.mean(
+                Probe(x[folds != f], y[folds != f], weight, classes).predict(x[folds == f])
+                == y[folds == f]
+            )
+            for f in range(FOLDS)
+        ]
+        scores[weight] = float(np.mean(right))
+        print(f"L2 {weight}: cross-validated accuracy {scores[weight]:.3f} ({len(y)} requests)")
+    probe = Probe(x, y, max(scores, key=scores.get), classes)
+    for path in sys.argv[3].split(","):
+        xe, ye, drivers, categories = features(model, Path(path))
+        guess = probe.predict(xe)
+        for driver in ("speech", "text"):
+            for category in ("remind_every", "say_after"):
+                m = (drivers == driver) & (categories == category)
+                if m.any():
+                    common = np.bincount(ye[m]).max() / m.sum()
+                    print(
+                        f"{path} {driver} {category}: {m.sum()} requests, accuracy "
+                        f"{np.mean(guess[m] == ye[m]):.2f}, within 1 s "
+                        f"{np.mean(abs(guess[m] - ye[m]) <= 1):.2f} (most common N {common:.2f})"
+                    )
+
+
+if __name__ == "__main__":
+    main()
