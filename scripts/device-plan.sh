@@ -6,10 +6,10 @@
 # still on the growing data. The continued arms come back as arms.tar.* in $OUT
 # (cat arms.tar.* | tar x; each arms/NAME/last/part0+part1).
 #   hc3:   clock + output history, onset weight 3 (the H200 session's hc3 recipe)
-#   hc3s1: the same, another seed (is a difference between runs the seed's?)
+#   hc3o:  the same with an onset clock (--onset-clock-turns 80), on the same batches
 #   hc3f:  the same with the calibrated floor loss (--floor-weight 4)
 # Run there as: OUT=$OUT sh scripts/device-plan.sh DATA   (carry .devkit and DATA, a shard
-# folder that fits beside the kit, e.g. data/c1q/train), with the call's timeout_s = LIMIT
+# folder that fits beside the kit, e.g. data/c3q/train), with the call's timeout_s = LIMIT
 # + 10 or more.
 # LIMIT: seconds the whole plan may take (default 580); S1: stage 1's training time
 # (default 300); stage 2 gets what is left after ~90 s for its start and the packing.
@@ -44,14 +44,14 @@ mkdir -p "$GEN/train"
 ALL="$GEN/train,$DATA"
 BASE="--clock-octaves 7 --onset-weight 3 --grow-data $EXTRA"
 OUT=$OUT/s1 sh scripts/device-arms.sh "$ALL" 9000 "$S1" \
-    "hc3 $BASE" "hc3s1 $BASE --seed 1" "hc3f $BASE --floor-weight 4"
+    "hc3 $BASE" "hc3o $BASE --onset-clock-turns 80" "hc3f $BASE --floor-weight 4"
 S2=$(( LIMIT - ($(date +%s) - T0) - 90 ))
 if [ "$S2" -ge 30 ]; then
     echo "stage 2: $S2 s"
     rm -rf /tmp/arms
     NEXT="--lr 5e-4 --warmup 50 --onset-weight 10 --grow-data $EXTRA"
     sh scripts/device-arms.sh "$ALL" 9000 "$S2" \
-        "hc3b --init /tmp/run-hc3 $NEXT" "hc3s1b --init /tmp/run-hc3s1 $NEXT --seed 1" \
+        "hc3b --init /tmp/run-hc3 $NEXT" "hc3ob --init /tmp/run-hc3o $NEXT" \
         "hc3fb --init /tmp/run-hc3f $NEXT --floor-weight 4"
     rm -rf "$OUT/s1"  # the return holds 64 MiB: the continued arms replace stage 1's
 else

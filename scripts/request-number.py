@@ -5,8 +5,10 @@ scored on others.
 When a reminder or a delayed phrase is due depends on N, heard (or read) in the
 request. Teacher-forced, the shipped model's odds of starting a cue do not peak at any
 delay (scripts/cue-timing.py): this asks whether it has N at all. Feature: the main
-model's state (`InteractionModel.encode`) averaged over the micro-turns played 0.2-1.2 s
-after the request ends; label: N (3..15 s). Multinomial logistic regression with an L2
+model's state (`InteractionModel.encode`) averaged over the micro-turns played in the
+0.4 s after the request ends, before a teacher-forced acknowledgement could say N back
+(the scenario's acknowledgements have said it since this script was written); label: N
+(3..15 s). Multinomial logistic regression with an L2
 weight chosen by 5-fold cross-validation on the training set; accuracy is printed by
 driver and category beside the share of the most common N (what a probe that learned
 nothing gets).
@@ -27,7 +29,7 @@ from microturn.model.batch import to_batch
 from microturn.model.transformer import InteractionModel
 from microturn.train.evaluate import load_eval_set
 
-AFTER_S = (0.2, 1.2)
+AFTER_S = (0.0, 0.4)
 WEIGHTS = (1e-3, 1e-2, 3e-2, 1e-1)
 FOLDS = 5
 

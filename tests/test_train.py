@@ -179,16 +179,24 @@ def test_scenario_filter_and_fine_tuning_from_a_model(shards, tmp_path) -> None:
     assert tuned.sampling == SamplingConfig()
     for name, p in start.state_dict().items():
         assert torch.equal(p, tuned.state_dict()[name]), name  # lr 0: weights unchanged
-    # --clock-octaves grows a clock on the fine-tuned model; training moves it off zero
+    # --clock-octaves and --onset-clock-turns grow a clock and an onset clock on the
+    # fine-tuned model; training moves them off zero
     clocked = train(
         TrainConfig(
-            out=str(tmp_path / "c"), steps=2, init=str(tmp_path / "a"), clock_octaves=3, **base
+            out=str(tmp_path / "c"),
+            steps=2,
+            init=str(tmp_path / "a"),
+            clock_octaves=3,
+            onset_clock_turns=6,
+            **base,
         )
     )
     assert clocked["steps"] == 2
     grown = from_pretrained(tmp_path / "c")
     assert grown.cfg.clock_octaves == 3 and start.cfg.clock_octaves == 0
     assert grown.clock is not None and grown.clock.proj.weight.abs().sum() > 0
+    assert grown.cfg.onset_clock_turns == 6 and start.onset_clock is None
+    assert grown.onset_clock is not None and grown.onset_clock.weight.abs().sum() > 0
     # --output-history grows the depth decoder's history; --train-only depth trains only
     # the depth decoder, the main model stays as it was
     history = train(
