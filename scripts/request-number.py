@@ -82,6 +82,7 @@ def main() -> None:
     x, y, _, _ = features(model, Path(sys.argv[2]))
     classes = np.arange(3, 16)
     folds = np.random.default_rng(0).integers(0, FOLDS, len(y))
+    print(f"most common N in the training set: {np.bincount(y).max() / len(y):.3f} of requests")
     scores = {}
     for weight in WEIGHTS:
         right = [
