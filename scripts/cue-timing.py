@@ -11,9 +11,16 @@ Printed: the mean over cues, all and by category, and the mean P(quiet until the
 then, by driver, the mean per-micro-turn odds of starting (1 - P(PAD)) before the user
 starts, during the request, and in the 0.6 s after it ends (up to the reference's
 acknowledgement): a model that does not wait for the end of a request talks during it.
+With --by-count, per category: at each number of micro-turns since the reference last
+started a message, the model's mean odds of starting at a decision against how often
+the reference starts there. A countdown is timed by that count alone; a reminder's or a
+delayed phrase's start also depends on the N asked for, so a model that knows N has
+odds that follow the reference's, and one that does not has odds that just rise with
+the count.
 
-Usage: python scripts/cue-timing.py MODEL SET[,SET...]   (sets: microturn data's DIR/eval,
-or a time-awareness-only set written with microturn.train.evaluate.write_eval_set)
+Usage: python scripts/cue-timing.py MODEL SET[,SET...] [--by-count]
+(sets: microturn data's DIR/eval, or a time-awareness-only set written with
+microturn.train.evaluate.write_eval_set)
 """
 
 import sys
@@ -21,13 +28,17 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from microturn.model import from_pretrained
+from microturn.model.sampling import text_onsets, turns_since_onset
 from microturn.scenarios.scoring import tolerance_s
 from microturn.stream.episode import Episode
+from microturn.stream.layout import MicroTurns
 from microturn.train.evaluate import StartOdds, load_eval_set, start_odds
 
 AFTER_S = 0.6
+MIN_DECISIONS = 4  # counts with fewer decisions are not printed
 
 
 def request_hazards(ep: Episode, odds: StartOdds) -> dict[str, list[float]]:
@@ -50,8 +61,20 @@ def cue_odds(ep: Episode, odds: StartOdds) -> list[tuple[str, float, float]]:
     return rows
 
 
+def by_count(turns: MicroTurns, odds: StartOdds) -> list[tuple[int, float, bool]]:
+    """(micro-turns since the reference's last start, the model's odds of starting,
+    whether the reference starts) of each decision of an episode."""
+    text = torch.from_numpy(turns.model_text.astype(np.int64))[None]
+    since = turns_since_onset(text_onsets(text))[0, :-1].numpy()
+    return [
+        (int(since[i]), 1 - float(odds.p_quiet[i]), bool(odds.writes[i]))
+        for i in np.flatnonzero(odds.deciding)
+    ]
+
+
 def main() -> None:
     model = from_pretrained(Path(sys.argv[1])).eval()
+    counts: dict[tuple[str, int], list[tuple[float, bool]]] = defaultdict(list)
     rows: dict[str, list[tuple[float, float]]] = defaultdict(list)
     hazards: dict[tuple[str, str], list[float]] = defaultdict(list)
     for s in sys.argv[2].split(","):
@@ -63,6 +86,8 @@ def main() -> None:
                 hazards[(ep.meta["driver"], name)] += values
             for category, on_time, quiet in cue_odds(ep, odds):
                 rows[category].append((on_time, quiet))
+            for since, start, writes in by_count(turns, odds):
+                counts[(ep.meta["category"], since)].append((start, writes))
     every = [r for v in rows.values() for r in v]
     print(f"{sys.argv[1]} on {sys.argv[2]}:")
     for name, v in [("all", every), *sorted(rows.items())]:
@@ -77,6 +102,16 @@ def main() -> None:
             if hazards[(driver, name)]
         )
         print(f"  odds of starting per micro-turn, {driver} requests: {said}")
+    if "--by-count" in sys.argv:
+        print("  micro-turns since the last start: model's odds / reference's rate (decisions)")
+        for category in sorted({c for c, _ in counts}):
+            cells = [
+                f"{n}: {np.mean([x[0] for x in v]):.2f} / {np.mean([x[1] for x in v]):.2f} "
+                f"({len(v)})"
+                for (c, n), v in sorted(counts.items())
+                if c == category and len(v) >= MIN_DECISIONS and n < 100
+            ]
+            print(f"  {category}: " + "; ".join(cells))
 
 
 if __name__ == "__main__":
