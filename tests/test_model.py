@@ -514,6 +514,50 @@ def test_snapshot_restore_is_exact() -> None:
     assert torch.equal(first.logits.model_text, again.logits.model_text)
 
 
+def test_stream_bookkeeping_keeps_the_onset_count() -> None:
+    """snapshot/restore, move_row, prefix and reset_rows carry each stream's count of
+    micro-turns since its last message start, as they carry its length."""
+    state = make_model(replace(TINY, onset_clock_turns=5)).new_state(3)
+    state.since_onset.copy_(torch.tensor([4, 7, 2]))
+    snap = state.snapshot()
+    state.since_onset.zero_()
+    state.restore(snap)
+    assert state.since_onset.tolist() == [4, 7, 2]
+    state.move_row(1, 0)
+    assert state.since_onset.tolist() == [7, 7, 2]
+    state.reset_rows([1])
+    assert state.since_onset.tolist() == [7, NO_ONSET, 2]
+    view = state.prefix(2)
+    view.set_since_onset(torch.tensor([1, 1]))
+    assert state.since_onset.tolist() == [1, 1, 2]
+    state.select([2]).set_since_onset(torch.tensor([9]))
+    assert state.since_onset.tolist() == [1, 1, 9]
+
+
+def test_a_reused_row_counts_from_no_start() -> None:
+    """A row reset after another conversation (whose last micro-turn wrote text) steps
+    and prefills as a fresh state does: its count starts from "never", and its first
+    written micro-turn is a start."""
+    model = make_model(replace(TINY, output_history=True, onset_clock_turns=5))
+    old = to_batch(random_turns(TINY.layout, 3, 5))  # writes in every micro-turn
+    new = to_batch(random_turns(TINY.layout, 3, 6))
+    state = model.new_state(1)
+    for t in range(3):
+        model.step(state, split(old, t)[0], teacher=split(old, t)[1])
+    assert state.since_onset.tolist() == [3]
+    state.reset_rows([0])
+    fresh = model.new_state(1)
+    for t in range(2):
+        x = model.step(state, split(new, t)[0], teacher=split(new, t)[1])
+        y = model.step(fresh, split(new, t)[0], teacher=split(new, t)[1])
+        for track in OUTPUT_TRACKS:
+            assert torch.allclose(x.logits.track(track), y.logits.track(track), atol=1e-5)
+    assert state.since_onset.tolist() == fresh.since_onset.tolist() == [2]
+    state.reset_rows([0])
+    model.prefill(state, {k: v[:, :2] for k, v in new.items()})
+    assert state.since_onset.tolist() == [2]
+
+
 def test_bad_configs() -> None:
     with pytest.raises(ValueError, match="divisible"):
         ModelConfig(d_model=250)
@@ -651,6 +695,24 @@ def test_prefill_then_step_matches_streaming(history: bool, onset: int) -> None:
     a = model.step(streamed, split(batch, 4)[0], teacher=split(batch, 4)[1])
     b = model.step(prefilled, split(batch, 4)[0], teacher=split(batch, 4)[1])
     assert torch.allclose(a.logits.model_audio, b.logits.model_audio, atol=1e-4)
+
+
+def test_prefill_in_pieces_counts_as_streaming_does() -> None:
+    """Prefilled in pieces that cut a silence (the count must carry over a piece
+    without a start) and a run of written micro-turns (a piece that opens on text
+    after text starts nothing), a state counts what the streamed one counts."""
+    model = make_model(replace(TINY, onset_clock_turns=8))
+    batch = to_batch(with_silences(random_turns(TINY.layout, 6, 9), (1, 2)))  # starts: 0, 3
+    streamed = model.new_state(1)
+    counts = []
+    for t in range(6):
+        model.step(streamed, split(batch, t)[0], teacher=split(batch, t)[1])
+        counts.append(streamed.since_onset.item())
+    assert counts == [1, 2, 3, 1, 2, 3]
+    prefilled = model.new_state(1)
+    for lo, hi in ((0, 1), (1, 3), (3, 4), (4, 6)):
+        model.prefill(prefilled, {k: v[:, lo:hi] for k, v in batch.items()})
+        assert prefilled.since_onset.item() == counts[hi - 1], (lo, hi)
 
 
 def test_output_history_reads_the_previous_micro_turn(tmp_path) -> None:
