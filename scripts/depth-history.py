@@ -114,6 +114,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="which batches are drawn")
     args = p.parse_args()
     model = from_pretrained(args.model).eval()
+    if model.onset_clock is not None:
+        # these probes run the depth decoder on cached states, without the count it reads
+        raise SystemExit(f"{args.model} has an onset clock, which this script does not feed")
     start = depth_of(args.init_depth, model) if args.init_depth else None
     shards = sorted(args.shards.glob("shard-*.npz"))[: args.shard_files]
     started = time.perf_counter()

@@ -17,7 +17,9 @@ both start as the model. `onset` adds only an onset clock (the model's
 `onset_clock_turns`: one vector per count of micro-turns since the reference last
 started a message) and `onset-local` feeds it to the local arm: is the time since the
 model's own last start what the decision lacks? `--save DIR` writes the `onset` arm as
-a checkpoint (MODEL grown with the trained onset clock), a candidate to benchmark.
+a checkpoint (MODEL grown with the trained onset clock). Trained on the decisions only,
+the clock also moves every other slot (the first audio slot got worse): benchmark it
+before trusting it.
 Loss: cross-entropy of the action slot and the first text slot,
 each micro-turn weighted 1 + onset weight where the reference starts writing (as
 `microturn train`). Reported on evaluation sets: the decisions' mean cross-entropy by
@@ -306,6 +308,9 @@ def main() -> None:
     p.add_argument("--save", type=Path, help="write the onset arm here as a checkpoint")
     args = p.parse_args()
     model = from_pretrained(args.model).eval().requires_grad_(False)
+    if model.onset_clock is not None:
+        # these probes run the depth decoder on cached states, without the count it reads
+        raise SystemExit(f"{args.model} has an onset clock, which this script does not feed")
     folders = [Path(f) for f in args.train.split(",")]
     tag = "-".join(f.parent.name for f in folders)
     data = cached_states(model, folders, args.cache / f"train-{tag}.pt", full=False)

@@ -233,24 +233,25 @@ def test_time_awareness_scorer(episode: Episode, speech, correct: bool) -> None:
     assert get("time_awareness").score(episode, _timeline(*speech))["correct"] is correct
 
 
-def test_time_awareness_acknowledgements_say_the_number_back() -> None:
+@pytest.mark.parametrize("driver", ["speech", "text"])
+def test_time_awareness_acknowledgements_say_the_number_back(driver: str) -> None:
     """A reminder's or a delayed phrase's acknowledgement says its N back ("every five
     seconds", "in seven seconds"), as one utterance that ends before the first cue is
     due, and is not scored as a cue: the reference still scores perfectly."""
     s = get("time_awareness")
     seen = set()
-    for seed in range(12):
-        ep = s.generate(seed, "train", "text")
+    for seed in range(10):
+        ep = s.generate(seed, "train", driver)
         e = next(e for e in ep.events if e.kind == "request_end")
         category = e.data["category"]
-        if category == "countdown" or category in seen:
+        if category == "countdown":
             continue
         seen.add(category)
         n = e.data["interval_s"] if category == "remind_every" else e.data["delay_s"]
         ack, first_cue = ep.reference.speech[:2]
         said = normalize(ack.text).split()
         assert number_words(n) in said and ("every" in said) == (category == "remind_every")
-        assert ack.end_s < e.data["expected"][0][0] <= first_cue.start_s + 0.01
+        assert ack.end_s + 0.5 < e.data["expected"][0][0] <= first_cue.start_s + 0.01
         assert not _is_cue(ack.text, e.data["cue"])
         metrics = s.aggregate([s.score(ep, _reference_timeline(ep))])
         assert metrics["macro_accuracy"] == 1.0, metrics
