@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from microturn.model import from_pretrained
-from microturn.model.sampling import text_onsets, turns_since_onset
+from microturn.model.sampling import NO_ONSET, text_onsets, turns_since_onset
 from microturn.scenarios.scoring import tolerance_s
 from microturn.stream.episode import Episode
 from microturn.stream.layout import MicroTurns
@@ -109,7 +109,7 @@ def main() -> None:
                 f"{n}: {np.mean([x[0] for x in v]):.2f} / {np.mean([x[1] for x in v]):.2f} "
                 f"({len(v)})"
                 for (c, n), v in sorted(counts.items())
-                if c == category and len(v) >= MIN_DECISIONS and n < 100
+                if c == category and len(v) >= MIN_DECISIONS and n < NO_ONSET  # not "never"
             ]
             print(f"  {category}: " + "; ".join(cells))
 

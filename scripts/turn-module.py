@@ -50,7 +50,14 @@ from microturn.model.batch import to_batch
 from microturn.model.config import ModelConfig
 from microturn.model.rope import rotary_angles
 from microturn.model.sampling import between_before, text_onsets, turns_since_onset
-from microturn.model.transformer import Block, Clock, InteractionModel, Logits, SwiGLU
+from microturn.model.transformer import (
+    Block,
+    Clock,
+    InteractionModel,
+    Logits,
+    OnsetClock,
+    SwiGLU,
+)
 from microturn.stream.layout import Special, Track
 from microturn.train.data import load_shard
 from microturn.train.evaluate import StartOdds, load_eval_set, reference_decisions, slot_tally
@@ -74,17 +81,11 @@ cue_odds = _script("cue-timing.py").cue_odds
 floor_odds = _script("floor-odds.py").floor_odds
 
 
-class OnsetClock(nn.Module):
-    """The model's onset clock alone: a zero-initialized vector per count of micro-turns
-    since the last message start, added to the state (`InteractionModel._depth_context`)."""
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(ONSET_TURNS + 1, cfg.d_model)
-        nn.init.zeros_(self.embed.weight)
-
-    def forward(self, context: Tensor, since: Tensor) -> Tensor:
-        return context + self.embed(since.clamp(max=ONSET_TURNS))
+def onset_clock(cfg: ModelConfig) -> OnsetClock:
+    """The model's onset clock, starting at zero (as `InteractionModel.grow` adds it)."""
+    clock = OnsetClock(ONSET_TURNS, cfg.d_model)
+    nn.init.zeros_(clock.embed.weight)
+    return clock
 
 
 class TurnModule(nn.Module):
@@ -98,7 +99,7 @@ class TurnModule(nn.Module):
         super().__init__()
         d_model = cfg.d_model
         self.attend, self.heads, self.rope_theta = attend, heads, cfg.rope_theta
-        self.onset = OnsetClock(cfg) if onset else None
+        self.onset = onset_clock(cfg) if onset else None
         self.clock = Clock(OCTAVES, cfg.layout, d_model)
         self.blocks = nn.ModuleList(
             [Block(d_model, heads, heads, SwiGLU(d_model, 2 * d_model), cfg) for _ in range(layers)]
@@ -330,7 +331,7 @@ def main() -> None:
     for arm in args.arms.split(","):
         torch.manual_seed(args.seed)
         if arm == "onset":
-            module = OnsetClock(model.cfg)
+            module = onset_clock(model.cfg)
         else:
             module = TurnModule(
                 model.cfg, args.layers, 4, attend=arm == "attend", onset=arm == "onset-local"
@@ -341,7 +342,7 @@ def main() -> None:
         torch.save(module.state_dict(), args.cache / f"module-{arm}.pt")
         if arm == "onset" and args.save:
             grown = model.grow(onset_clock_turns=ONSET_TURNS)
-            grown.onset_clock.load_state_dict(module.embed.state_dict())
+            grown.onset_clock.load_state_dict(module.state_dict())
             save_pretrained(grown.eval(), args.save)
             print(f"wrote {args.save}", flush=True)
     return 0

@@ -628,8 +628,8 @@ def test_the_onset_clock_counts_from_the_model_s_last_message_start() -> None:
     carried = turns_since_onset(onsets, torch.tensor([5]))
     assert carried[0, :3].tolist() == [5, 6, 1]
     # a micro-turn that continues the text of the one before starts nothing
-    assert text_onsets(text[:, 2:3], torch.tensor([True])).tolist() == [[False]]
-    assert text_onsets(text[:, 2:3], torch.tensor([False])).tolist() == [[True]]
+    assert text_onsets(text[:, 2:3], text[:, 1]).tolist() == [[False]]
+    assert text_onsets(text[:, 2:3], text[:, 0]).tolist() == [[True]]
 
 
 def test_a_grown_onset_clock_starts_silent_and_is_read_by_the_depth_decoder(tmp_path) -> None:
@@ -645,7 +645,7 @@ def test_a_grown_onset_clock_starts_silent_and_is_read_by_the_depth_decoder(tmp_
     with torch.no_grad():
         assert torch.equal(model(batch)[0].model_text, grown(batch)[0].model_text)
     assert grown.onset_clock is not None
-    torch.nn.init.normal_(grown.onset_clock.weight, std=0.5)
+    torch.nn.init.normal_(grown.onset_clock.embed.weight, std=0.5)
     with torch.no_grad():
         context, written, _ = grown.encode(batch)
         since = grown.since_onset(batch)

@@ -196,7 +196,7 @@ def test_scenario_filter_and_fine_tuning_from_a_model(shards, tmp_path) -> None:
     assert grown.cfg.clock_octaves == 3 and start.cfg.clock_octaves == 0
     assert grown.clock is not None and grown.clock.proj.weight.abs().sum() > 0
     assert grown.cfg.onset_clock_turns == 6 and start.onset_clock is None
-    assert grown.onset_clock is not None and grown.onset_clock.weight.abs().sum() > 0
+    assert grown.onset_clock is not None and grown.onset_clock.embed.weight.abs().sum() > 0
     # --output-history grows the depth decoder's history; --train-only depth trains only
     # the depth decoder, the main model stays as it was
     history = train(

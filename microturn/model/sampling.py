@@ -198,16 +198,16 @@ def between_before(text: Tensor) -> Tensor:
 NO_ONSET = 1 << 30  # "micro-turns since the last message start" of a stream with none yet
 
 
-def text_onsets(text: Tensor, wrote_before: Tensor | None = None) -> Tensor:
+def text_onsets(text: Tensor, previous: Tensor | None = None) -> Tensor:
     """Text ids [B, N, slots] -> [B, N] True where the model starts writing: text in a
     micro-turn after one without (the packer writes an utterance's first text in the
-    micro-turn where its sound starts). `wrote_before` [B]: whether the micro-turn
-    before the first one wrote text (default: it did not)."""
+    micro-turn where its sound starts). `previous` [B, slots]: the text of the
+    micro-turn before the first one (default: it wrote none)."""
+    if previous is not None:
+        text = torch.cat([previous[:, None], text], dim=1)
     writing = (text != Special.PAD).any(-1)
-    if wrote_before is None:
-        wrote_before = torch.zeros_like(writing[:, 0])
-    before = torch.cat([wrote_before[:, None].to(writing.dtype), writing[:, :-1]], dim=1)
-    return writing & ~before
+    starts = writing & ~torch.nn.functional.pad(writing[:, :-1], (1, 0), value=False)
+    return starts if previous is None else starts[:, 1:]
 
 
 def turns_since_onset(onsets: Tensor, since_first: Tensor | None = None) -> Tensor:

@@ -164,6 +164,21 @@ class Clock(nn.Module):
         return self.proj(features)
 
 
+class OnsetClock(nn.Module):
+    """How long ago the model last started a message, added to a state: one learned
+    vector per count of micro-turns, counts from `turns` on (and "never") sharing the
+    last. See ModelConfig.onset_clock_turns."""
+
+    def __init__(self, turns: int, d_model: int) -> None:
+        super().__init__()
+        self.turns = turns
+        self.embed = nn.Embedding(turns + 1, d_model)
+
+    def forward(self, context: Tensor, since: Tensor) -> Tensor:
+        """States [..., d] plus the vector of `since` [...] (micro-turns)."""
+        return context + self.embed(since.clamp(max=self.turns)).to(context.dtype)
+
+
 # ---------------------------------------------------------------------------------
 # Attention with rotary positions and an optional streaming cache
 # ---------------------------------------------------------------------------------
@@ -469,9 +484,8 @@ class InteractionModel(nn.Module):
             ]
         )
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        # Counts 0..onset_clock_turns of micro-turns since the model's last message start.
         self.onset_clock = (
-            nn.Embedding(cfg.onset_clock_turns + 1, cfg.d_model) if cfg.onset_clock_turns else None
+            OnsetClock(cfg.onset_clock_turns, cfg.d_model) if cfg.onset_clock_turns else None
         )
         self.depth = DepthDecoder(cfg)
         # How this model samples unless a caller says otherwise: a checkpoint carries it
@@ -538,8 +552,20 @@ class InteractionModel(nn.Module):
             return context
         if since is None:
             raise ValueError("this model reads the time since its last message start: pass since")
-        count = since.clamp(max=self.cfg.onset_clock_turns)
-        return context + self.onset_clock(count).to(context.dtype)
+        return self.onset_clock(context, since)
+
+    def _count_onsets(
+        self, state: StreamState, previous: Tensor, text: Tensor, fresh: Tensor
+    ) -> None:
+        """Step each stream's count of micro-turns since its last message start over
+        the text ids [B, N, slots] it just took in, after `previous` [B, slots] (the
+        micro-turn before; nothing where `fresh`: a stream's first follows no outputs,
+        whatever a reused row still holds). Only a model with an onset clock counts."""
+        if self.onset_clock is None:
+            return
+        previous = previous.masked_fill(fresh[:, None], int(Special.PAD))
+        onsets = text_onsets(text, previous)
+        state.set_since_onset(turns_since_onset(onsets, state.current_since_onset())[:, -1])
 
     def encode(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """The main model's half of `forward`: each micro-turn's state at its last input
@@ -665,7 +691,7 @@ class InteractionModel(nn.Module):
         # A stream's first micro-turn follows no outputs and is between messages, whatever
         # a reused row's pending outputs still hold.
         first = state.current_turns() == 0
-        since = state.current_since_onset()
+        since = state.current_since_onset() if self.onset_clock is not None else None
         context = self._depth_context(h[:, -1], since)
         history = self._output_history(previous, first)
         values: dict[Track, list[Tensor]] = {t: [] for t in OUTPUT_TRACKS}
@@ -694,9 +720,8 @@ class InteractionModel(nn.Module):
             **{t.value: torch.stack(values[t], 1) for t in OUTPUT_TRACKS},
             logits=Logits(**{t.value: torch.stack(logits[t], 1)[:, None] for t in OUTPUT_TRACKS}),
         )
-        wrote = (pending[Track.MODEL_TEXT.value][:, 0] != Special.PAD).any(-1) & ~first
-        onset = text_onsets(result.model_text[:, None], wrote)
-        state.set_since_onset(turns_since_onset(onset, since)[:, -1])
+        text = Track.MODEL_TEXT.value
+        self._count_onsets(state, pending[text][:, 0], result.model_text[:, None], first)
         state.set_pending({t.value: getattr(result, t.value) for t in OUTPUT_TRACKS})
         state.end_turn()
         return result
@@ -724,9 +749,7 @@ class InteractionModel(nn.Module):
         self._blocks(x, positions, state)
         state.commit(valid)
         text = Track.MODEL_TEXT.value
-        wrote = (pending[text][:, 0] != Special.PAD).any(-1) & (state.current_turns() > 0)
-        onsets = text_onsets(batch[text], wrote)
-        state.set_since_onset(turns_since_onset(onsets, state.current_since_onset())[:, -1])
+        self._count_onsets(state, pending[text][:, 0], batch[text], state.current_turns() == 0)
         state.set_pending({t.value: batch[t.value][:, -1] for t in OUTPUT_TRACKS})
         state._put(state.turns, state.current_turns() + n)
 
@@ -770,7 +793,7 @@ class InteractionModel(nn.Module):
         if "clock_octaves" in changes and grown.clock is not None:
             nn.init.zeros_(grown.clock.proj.weight)
         if "onset_clock_turns" in changes and grown.onset_clock is not None:
-            nn.init.zeros_(grown.onset_clock.weight)
+            nn.init.zeros_(grown.onset_clock.embed.weight)
         return grown.train(self.training)
 
     def expert_load(self) -> Tensor | None:
