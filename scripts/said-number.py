@@ -9,13 +9,13 @@ moment and may miss what attention fetches when it is needed; this reads the mod
 answer where the data asks it for N. Chance is 1 / (numbers allowed): 1/8 for a
 countdown, 1/6 for a reminder, 1/13 for a delayed phrase.
 
-Usage: python scripts/said-number.py MODEL SET[,SET...]
+Usage: python scripts/said-number.py MODEL SET[,SET...] [--next]
 (sets: `microturn.train.evaluate.write_eval_set(DIR, ["time_awareness"], N, layout,
 split=..., first_seed=...)`)
 """
 
+import argparse
 import re
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -48,32 +48,47 @@ def says_number(text: str, n: int) -> bool:
 
 @torch.no_grad()
 def rank(model, turns: MicroTurns, at: int, words: list[str], after: str) -> list[float]:
-    """Log-likelihood of each word (plus `after`) written from flat text slot `at`."""
+    """Log-likelihood of each word (plus `after`) written from flat text slot `at`, all
+    candidates in one batch."""
     tok, slots = ByteTokenizer(), turns.model_text.shape[1]
-    scores = []
-    for word in words:
-        ids = tok.encode(word + after)
-        text = turns.model_text.reshape(-1).copy()
-        text[at : at + len(ids)] = ids  # later slots cannot change these logits (causal)
-        batch = to_batch([turns])
-        batch["model_text"] = torch.from_numpy(text.reshape(1, -1, slots)).long()
-        logits, _ = model(batch)
-        logp = logits.model_text[0].float().log_softmax(-1).reshape(-1, logits.model_text.shape[-1])
-        scores.append(float(sum(logp[at + i, t] for i, t in enumerate(ids))))
-    return scores
+    written = [tok.encode(word + after) for word in words]
+    batch = to_batch([turns] * len(words))
+    text = batch["model_text"].reshape(len(words), -1).clone()
+    for row, ids in enumerate(written):
+        text[row, at : at + len(ids)] = torch.tensor(ids)  # later slots: causal, no effect
+    batch["model_text"] = text.reshape(len(words), -1, slots)
+    logits, _ = model(batch)
+    logp = logits.model_text.float().log_softmax(-1).flatten(1, 2)
+    return [
+        float(sum(logp[row, at + i, t] for i, t in enumerate(ids)))
+        for row, ids in enumerate(written)
+    ]
 
 
 def main() -> None:
-    model = from_pretrained(Path(sys.argv[1])).eval()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("sets")
+    parser.add_argument(
+        "--next",
+        action="store_true",
+        help="countdowns only: the second number (N - 1), which the model's own first "
+        "number tells: a control that the ranking reads what the model knows",
+    )
+    args = parser.parse_args()
+    model = from_pretrained(args.model).eval()
     tok = ByteTokenizer()
+    shift = -1 if args.next else 0
     results: dict[tuple[str, str], list[tuple[bool, bool]]] = defaultdict(list)
-    for path in sys.argv[2].split(","):
+    for path in args.sets.split(","):
         for ep, turns in load_eval_set(Path(path), model.layout):
             e = next((e for e in ep.events if e.kind == "request_end"), None)
             if e is None:
                 continue
             category = e.data["category"]
-            n = int(next(e.data[k] for k in NUMBER_KEYS if k in e.data))
+            if args.next and category != "countdown":
+                continue
+            n = int(next(e.data[k] for k in NUMBER_KEYS if k in e.data)) + shift
             said = next(
                 (
                     s
@@ -92,7 +107,7 @@ def main() -> None:
             at = find(turns.model_text.reshape(-1), tok.encode(said.text), max(0, start))
             if at is None:
                 continue
-            lo, hi = ALLOWED[category]
+            lo, hi = (k + shift for k in ALLOWED[category])
             words = [number_words(k) for k in range(lo, hi + 1)]
             words = [w.capitalize() if capital else w for w in words]
             scores = rank(model, turns, at + offset, words, after)
