@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from microturn.model import from_pretrained
-from microturn.model.sampling import NO_ONSET, text_onsets, turns_since_onset
+from microturn.model.sampling import NO_ONSET, since_onset_before
 from microturn.scenarios.scoring import tolerance_s
 from microturn.stream.episode import Episode
 from microturn.stream.layout import MicroTurns
@@ -65,7 +65,7 @@ def by_count(turns: MicroTurns, odds: StartOdds) -> list[tuple[int, float, bool]
     """(micro-turns since the reference's last start, the model's odds of starting,
     whether the reference starts) of each decision of an episode."""
     text = torch.from_numpy(turns.model_text.astype(np.int64))[None]
-    since = turns_since_onset(text_onsets(text))[0, :-1].numpy()
+    since = since_onset_before(text)[0].numpy()
     return [
         (int(since[i]), 1 - float(odds.p_quiet[i]), bool(odds.writes[i]))
         for i in np.flatnonzero(odds.deciding)

@@ -24,10 +24,9 @@ Usage: python scripts/heard-words.py MODEL OUT --cache FILE [--weight W] [--step
 
 import argparse
 import json
-import re
 import time
 import zlib
-from dataclasses import replace
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -38,13 +37,11 @@ from tqdm import tqdm
 
 from microturn.model import from_pretrained, save_pretrained
 from microturn.model.batch import to_batch
-from microturn.scenarios import get
-from microturn.scenarios.render import without_sensor_noise
-from microturn.scenarios.scoring import number_words
+from microturn.scenarios.scoring import normalize, number_words
 from microturn.stream.episode import Episode
-from microturn.stream.layout import Layout, MicroTurns, pack_episode
-from microturn.train.augment import augment_audio, augment_batch, mask_channels
-from microturn.train.data import TEXT_SHARE
+from microturn.stream.layout import Layout, MicroTurns
+from microturn.train.augment import augment_batch
+from microturn.train.data import make_episode
 from microturn.train.loop import TrainConfig, lr_at, pad_batch, weighted_losses
 
 BUCKETS = 1024
@@ -52,36 +49,29 @@ BUCKETS = 1024
 
 def word_key(text: str) -> str:
     """A spoken word as the bucket sees it: lower case letters, digits as words."""
-    word = re.sub(r"[^a-z0-9]", "", text.lower())
-    return number_words(int(word)) if word.isdigit() else word
+    return normalize(text).replace("'", "").replace(" ", "")
 
 
-def ended_words(ep: Episode, layout: Layout, n_turns: int) -> list[list[int]]:
-    """Per micro-turn, the buckets of the user's spoken words whose end falls in its input
-    window (typed text is in the input as bytes already)."""
-    out: list[list[int]] = [[] for _ in range(n_turns)]
+def spoken_words(ep: Episode, layout: Layout, n_turns: int) -> Iterator[tuple[int, str]]:
+    """(micro-turn whose input window holds the word's end, word_key) of each word the
+    user spoke (typed text is in the input as bytes already)."""
     for seg in ep.user_speech:
         for w in seg.words:
             key, t = word_key(w.text), layout.input_turn(w.end_s)
             if key and 0 <= t < n_turns:
-                out[t].append(zlib.crc32(key.encode()) % BUCKETS)
+                yield t, key
+
+
+def bucket(key: str) -> int:
+    return zlib.crc32(key.encode()) % BUCKETS
+
+
+def ended_words(ep: Episode, layout: Layout, n_turns: int) -> list[list[int]]:
+    """Per micro-turn, the buckets of the user's spoken words that ended in it."""
+    out: list[list[int]] = [[] for _ in range(n_turns)]
+    for t, key in spoken_words(ep, layout, n_turns):
+        out[t].append(bucket(key))
     return out
-
-
-def make(scenario: str, seed: int, layout: Layout) -> tuple[MicroTurns, list[list[int]]]:
-    """`microturn.train.data.make_example`, keeping the words and when they end."""
-    rng = np.random.default_rng([seed, 7])
-    driver = "text" if rng.random() < TEXT_SHARE else "speech"
-    with without_sensor_noise():
-        ep = get(scenario).generate(seed, "train", driver)
-    if ep.user_video is not None:
-        from microturn.codecs.vision import VisionCodec
-
-        ep.user_video = VisionCodec(layout.video_size).fit_track(ep.user_video)
-    ep = replace(ep, user_audio=augment_audio(ep.user_audio, rng))
-    turns = pack_episode(ep, layout)
-    mask_channels(turns, rng)
-    return turns, ended_words(ep, layout, turns.n_turns)
 
 
 def targets(ended: list[list[int]], n: int, window: int) -> torch.Tensor:
@@ -110,7 +100,7 @@ def evaluate(run: Path, sets: str, window: int) -> None:
     model = from_pretrained(run).eval()
     head = torch.nn.Linear(model.cfg.d_model, BUCKETS)
     head.load_state_dict(torch.load(run / "heard-head.pt"))
-    buckets = torch.tensor([zlib.crc32(w.encode()) % BUCKETS for w in NUMBERS])
+    buckets = torch.tensor([bucket(w) for w in NUMBERS])
     for path in sets.split(","):
         losses, picked, heard_numbers = [], [], []
         recall: dict[str, list[bool]] = {"numbers": [], "other words": []}
@@ -121,18 +111,13 @@ def evaluate(run: Path, sets: str, window: int) -> None:
             per_turn = F.binary_cross_entropy_with_logits(scores, hot, reduction="none")
             losses.append(float(per_turn.sum(-1).mean()))
             top = scores.topk(TOP).indices
-            for seg in ep.user_speech:
-                for w in seg.words:
-                    key, t = word_key(w.text), model.layout.input_turn(w.end_s)
-                    if not key or t >= turns.n_turns:
-                        continue
-                    bucket = zlib.crc32(key.encode()) % BUCKETS
-                    recall["numbers" if key in NUMBERS else "other words"].append(
-                        bool((top[t] == bucket).any())
-                    )
-                    if key in NUMBERS:
-                        picked.append(NUMBERS[int(scores[t, buckets].argmax())] == key)
-                        heard_numbers.append(key)
+            for t, key in spoken_words(ep, model.layout, turns.n_turns):
+                recall["numbers" if key in NUMBERS else "other words"].append(
+                    bool((top[t] == bucket(key)).any())
+                )
+                if key in NUMBERS:
+                    picked.append(NUMBERS[int(scores[t, buckets].argmax())] == key)
+                    heard_numbers.append(key)
         print(f"{run} on {path}: heard loss {np.mean(losses):.3f} per micro-turn")
         for kind, hits in recall.items():
             print(f"  top-{TOP} recall, {kind}: {sum(hits)}/{len(hits)} = {np.mean(hits):.3f}")
@@ -171,7 +156,10 @@ def main() -> None:
     if not args.cache.exists():
         names = args.scenarios.split(",")
         jobs = [(names[i % len(names)], args.first_seed + i) for i in range(args.episodes)]
-        made = [make(s, seed, layout) for s, seed in tqdm(jobs, desc="episodes", unit="ep")]
+        made = []
+        for s, seed in tqdm(jobs, desc="episodes", unit="ep"):
+            ep, turns = make_episode(s, seed, layout)
+            made.append((turns, ended_words(ep, layout, turns.n_turns)))
         torch.save(made, args.cache.with_suffix(".tmp"))
         args.cache.with_suffix(".tmp").rename(args.cache)  # the other arm may be waiting
     data: list[tuple[MicroTurns, list[list[int]]]] = torch.load(args.cache, weights_only=False)

@@ -34,12 +34,12 @@ import torch
 from microturn.model import from_pretrained
 from microturn.model.batch import to_batch
 from microturn.model.transformer import InteractionModel
+from microturn.scenarios.time_awareness import requested_n
 from microturn.train.evaluate import load_eval_set
 
 AFTER_S = (0.0, 0.4)
 WEIGHTS = (1e-3, 1e-2, 3e-2, 1e-1)
 FOLDS = 5
-NUMBER_KEYS = ("interval_s", "delay_s", "start_from")
 
 
 @torch.no_grad()
@@ -54,11 +54,11 @@ def features(
         if e is None or e.data["category"] not in categories:
             continue
         if target == "n":
-            label: object = int(next(e.data[k] for k in NUMBER_KEYS if k in e.data))
+            label: object = requested_n(e)
         else:
             label = str(e.data["cue"])
         context, _, _ = model.encode(to_batch([turns]))
-        times = np.array([model.layout.output_start_s(t) for t in range(turns.n_turns)])
+        times = model.layout.output_start_s(np.arange(turns.n_turns))
         chosen = (times >= e.time_s + AFTER_S[0]) & (times < e.time_s + AFTER_S[1])
         state = context[0][torch.from_numpy(chosen)].mean(0).numpy()
         rows.append((state, label, ep.meta["driver"], e.data["category"]))

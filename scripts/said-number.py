@@ -15,7 +15,6 @@ split=..., first_seed=...)`)
 """
 
 import argparse
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,13 +24,12 @@ import torch
 from microturn.codecs.text import ByteTokenizer
 from microturn.model import from_pretrained
 from microturn.model.batch import to_batch
-from microturn.scenarios.scoring import number_words
-from microturn.scenarios.time_awareness import COUNT_N, REMIND_N, SAY_N
+from microturn.scenarios.scoring import number_words, says
+from microturn.scenarios.time_awareness import COUNT_N, REMIND_N, SAY_N, requested_n
 from microturn.stream.layout import MicroTurns
 from microturn.train.evaluate import load_eval_set
 
 ALLOWED = {"remind_every": REMIND_N, "say_after": SAY_N, "countdown": COUNT_N}
-NUMBER_KEYS = ("interval_s", "delay_s", "start_from")
 
 
 def find(track: np.ndarray, pattern: list[int], start: int) -> int | None:
@@ -42,16 +40,14 @@ def find(track: np.ndarray, pattern: list[int], start: int) -> int | None:
     return None
 
 
-def says_number(text: str, n: int) -> bool:
-    return number_words(n) in re.sub(r"[^a-z ]", " ", text.lower()).split()
-
-
 @torch.no_grad()
 def rank(model, turns: MicroTurns, at: int, words: list[str], after: str) -> list[float]:
     """Log-likelihood of each word (plus `after`) written from flat text slot `at`, all
-    candidates in one batch."""
+    candidates in one batch, over the micro-turns up to the last one they reach (the
+    rest cannot change their logits)."""
     tok, slots = ByteTokenizer(), turns.model_text.shape[1]
     written = [tok.encode(word + after) for word in words]
+    turns = turns[: (at + max(map(len, written)) - 1) // slots + 1]
     batch = to_batch([turns] * len(words))
     text = batch["model_text"].reshape(len(words), -1).clone()
     for row, ids in enumerate(written):
@@ -88,12 +84,12 @@ def main() -> None:
             category = e.data["category"]
             if args.next and category != "countdown":
                 continue
-            n = int(next(e.data[k] for k in NUMBER_KEYS if k in e.data)) + shift
+            n = requested_n(e) + shift
             said = next(
                 (
                     s
                     for s in ep.reference.speech
-                    if s.start_s > e.time_s - 0.5 and says_number(s.text, n)
+                    if s.start_s > e.time_s - 0.5 and says(s.text, number_words(n))
                 ),
                 None,
             )

@@ -49,7 +49,7 @@ from microturn.model import from_pretrained, save_pretrained
 from microturn.model.batch import to_batch
 from microturn.model.config import ModelConfig
 from microturn.model.rope import rotary_angles
-from microturn.model.sampling import between_before, text_onsets, turns_since_onset
+from microturn.model.sampling import between_before, since_onset_before
 from microturn.model.transformer import (
     Block,
     Clock,
@@ -140,8 +140,7 @@ def episode_states(model: InteractionModel, turns) -> dict[str, Tensor]:
 def with_since(st: dict[str, Tensor]) -> dict[str, Tensor]:
     """An episode's states plus micro-turns since the reference's last message start
     before each micro-turn (what the model's onset clock reads)."""
-    onsets = text_onsets(st["model_text"][None].long())
-    return {**st, "since": turns_since_onset(onsets)[0, :-1]}
+    return {**st, "since": since_onset_before(st["model_text"][None].long())[0]}
 
 
 def cached_states(model: InteractionModel, folders: list[Path], cache: Path, full: bool):

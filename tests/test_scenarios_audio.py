@@ -15,7 +15,7 @@ from microturn.codecs.text import MessageReader, Special
 from microturn.scenarios import get
 from microturn.scenarios.base import EARLIEST_MODEL_S, TEXT_LAYOUT, arrival_s, heard_by_s
 from microturn.scenarios.scoring import normalize, number_words
-from microturn.scenarios.time_awareness import _is_cue
+from microturn.scenarios.time_awareness import _is_cue, requested_n
 from microturn.stream.episode import Episode, Event, SpeechSegment, TextEvent, Timeline
 from microturn.stream.layout import Layout, pack_episode
 from tests.helpers import assert_replies_follow_their_causes
@@ -247,7 +247,8 @@ def test_time_awareness_acknowledgements_say_the_number_back(driver: str) -> Non
         if category == "countdown":
             continue
         seen.add(category)
-        n = e.data["interval_s"] if category == "remind_every" else e.data["delay_s"]
+        n = requested_n(e)
+        assert n == e.data["interval_s" if category == "remind_every" else "delay_s"]
         ack, first_cue = ep.reference.speech[:2]
         said = normalize(ack.text).split()
         assert number_words(n) in said and ("every" in said) == (category == "remind_every")

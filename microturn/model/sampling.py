@@ -223,6 +223,12 @@ def turns_since_onset(onsets: Tensor, since_first: Tensor | None = None) -> Tens
     return torch.where(last >= 0, at - last + 1, since_first[:, None] + at)
 
 
+def since_onset_before(text: Tensor) -> Tensor:
+    """Text ids [B, N, slots] of a whole recorded sequence -> [B, N]: micro-turns since
+    the model's last message start before each micro-turn (what an onset clock reads)."""
+    return turns_since_onset(text_onsets(text))[:, :-1]
+
+
 def sample_slot(
     track: Track, logits: Tensor, cfg: SamplingConfig, generators: list[torch.Generator]
 ) -> Tensor:

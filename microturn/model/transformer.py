@@ -29,7 +29,12 @@ from microturn.codecs.text import VOCAB_SIZE, Special
 from microturn.model.cache import StreamState, window_mask
 from microturn.model.config import ModelConfig
 from microturn.model.rope import rotary, rotary_angles
-from microturn.model.sampling import SamplingConfig, text_onsets, turns_since_onset
+from microturn.model.sampling import (
+    SamplingConfig,
+    since_onset_before,
+    text_onsets,
+    turns_since_onset,
+)
 from microturn.stream.layout import (
     INPUT_TRACKS,
     OUTPUT_TRACKS,
@@ -542,7 +547,7 @@ class InteractionModel(nn.Module):
         N] of a whole recorded sequence (None without an onset clock)."""
         if self.onset_clock is None:
             return None
-        return turns_since_onset(text_onsets(batch[Track.MODEL_TEXT.value]))[:, :-1]
+        return since_onset_before(batch[Track.MODEL_TEXT.value])
 
     def _depth_context(self, context: Tensor, since: Tensor | None) -> Tensor:
         """What the depth decoder starts from: the main model's state [..., d], plus,

@@ -47,7 +47,7 @@ from microturn.scenarios.base import (
 )
 from microturn.scenarios.scoring import normalize, number_words, says, within
 from microturn.scenarios.turn_taking import FIRST_USER_S
-from microturn.stream.episode import Episode, Timeline
+from microturn.stream.episode import Episode, Event, Timeline
 from microturn.voices import synthesize
 
 # (task as asked, cue the model says, keyword that makes an utterance this cue)
@@ -293,6 +293,16 @@ class TimeAwareness(Scenario):
                 sum(r["extra"] for r in results) / len(results) if results else None
             ),
         }
+
+
+# Where each category's request_end event keeps the N asked for
+N_KEYS = {"remind_every": "interval_s", "say_after": "delay_s", "countdown": "start_from"}
+
+
+def requested_n(request_end: Event) -> int:
+    """The N a request asked for: a reminder's interval, a phrase's delay (s), or the
+    number a countdown starts from."""
+    return int(request_end.data[N_KEYS[request_end.data["category"]]])
 
 
 def _numbers(text: str) -> list[str]:

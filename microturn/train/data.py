@@ -48,6 +48,14 @@ def make_example(
     scenario: str, seed: int, layout: Layout, *, split: str = "train", augment: bool = True
 ) -> MicroTurns:
     """One episode of `scenario`, augmented and packed for `layout`."""
+    return make_episode(scenario, seed, layout, split=split, augment=augment)[1]
+
+
+def make_episode(
+    scenario: str, seed: int, layout: Layout, *, split: str = "train", augment: bool = True
+) -> tuple[Episode, MicroTurns]:
+    """`make_example` with the episode it packed (as augmented; its words and events
+    say what was said when, which a probe of the packed slots may need)."""
     rng = np.random.default_rng([seed, 7])
     driver = "text" if rng.random() < TEXT_SHARE else "speech"
     # with augmentation, camera noise is added per batch instead (augment_batch)
@@ -62,7 +70,7 @@ def make_example(
     turns = pack_episode(ep, layout)
     if augment:
         mask_channels(turns, rng)
-    return turns
+    return ep, turns
 
 
 def save_shard(path: Path, episodes: list[MicroTurns], scenarios: list[str]) -> None:
