@@ -42,7 +42,7 @@ from microturn.stream.episode import Episode
 from microturn.stream.layout import Layout, MicroTurns
 from microturn.train.augment import augment_batch
 from microturn.train.data import make_episode
-from microturn.train.loop import TrainConfig, lr_at, pad_batch, weighted_losses
+from microturn.train.loop import TrainConfig, lr_at, make_optimizer, pad_batch, weighted_losses
 
 BUCKETS = 1024
 
@@ -168,14 +168,7 @@ def main() -> None:
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.constant_(head.bias, -5.0)  # a word is rare at any one micro-turn
     params = list(model.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(
-        [
-            {"params": [q for q in params if q.dim() >= 2], "weight_decay": 0.1},
-            {"params": [q for q in params if q.dim() < 2], "weight_decay": 0.0},
-        ],
-        lr=args.lr,
-        betas=(0.9, 0.95),
-    )
+    opt = make_optimizer(params, args.lr, 0.1)
     schedule = TrainConfig(
         data="", out=str(args.out), steps=args.steps, lr=args.lr, warmup=args.warmup
     )

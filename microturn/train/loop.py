@@ -149,6 +149,22 @@ def lr_at(step: int, cfg: TrainConfig, time_used: float = 0.0) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
+def make_optimizer(
+    params: list[torch.nn.Parameter], lr: float, weight_decay: float, *, fused: bool = False
+) -> torch.optim.AdamW:
+    """AdamW as nanoGPT sets it up: weight decay on matrices and embeddings only (decaying
+    norms' gains and biases pulls them to zero for nothing), betas (0.9, 0.95)."""
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=lr,
+        betas=(0.9, 0.95),
+        fused=fused,
+    )
+
+
 def pad_batch(episodes: list[MicroTurns], layout: Any) -> tuple[list[MicroTurns], np.ndarray]:
     """Episodes padded (at the end, with empty micro-turns) to the longest; the mask
     says which turns are real. Causal attention keeps padding out of earlier turns."""
@@ -310,17 +326,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             find_unused_parameters=model_cfg.ffn == "moe",  # an expert may get no tokens
         )
     trained = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trained if p.dim() >= 2]
-    no_decay = [p for p in trained if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-        betas=(0.9, 0.95),
-        fused=use_cuda,
-    )
+    opt = make_optimizer(trained, cfg.lr, cfg.weight_decay, fused=use_cuda)
     rng = np.random.default_rng(cfg.seed)
     aug = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
     if state is not None and state.get("optimizer_format") == FULL_OPTIMIZER:
