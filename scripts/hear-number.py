@@ -10,9 +10,11 @@ model: is the failure the architecture's (a bag of embeddings per 50 ms slot, fo
 layers shared with every other track) or the supervision's (one late text target per
 request)?
 
-Data: spoken requests only. Each example is a time-awareness episode cut after the
-micro-turn that hears the request end plus `--margin` micro-turns (the model is causal:
-the cut changes nothing before it); its label is N. Training examples come from the
+Data: spoken requests (`--driver text`: typed ones, a control that the model and this
+training can learn N when it arrives as bytes; a quarter of the episodes). Each example
+is a time-awareness episode cut after the micro-turn that hears the request end plus
+`--margin` micro-turns (the model is causal: the cut changes nothing before it); its
+label is N. Training examples come from the
 train split, augmented as `microturn data` does; held-out sets are fresh train-split
 seeds (voices seen in training), the eval split (voices never heard) and unseen_engine
 (a synthesizer never heard), without augmentation. Made once in worker processes and
@@ -29,7 +31,7 @@ the most common N.
 
 Usage: python scripts/hear-number.py OUT --init MODEL|scratch:MODEL --cache FILE
 [--steps N] [--batch B] [--lr LR] [--freeze] [--pool last|max] [--audio-stem bag|conv]
-[--train E] [--held-out E]
+[--train E] [--held-out E] [--driver speech|text]
 """
 
 import argparse
@@ -89,12 +91,14 @@ class ConvAudioStem(torch.nn.Module):
         return self.out(seq.transpose(1, 2).reshape(*lead, k * self.width))
 
 
-def cut_request(job: tuple[int, str, bool, Layout, int]) -> tuple[MicroTurns, int, str] | None:
+def cut_request(
+    job: tuple[int, str, bool, Layout, int, str],
+) -> tuple[MicroTurns, int, str] | None:
     """(the episode up to `margin` micro-turns after the one that hears the request end,
-    N, category), or None for a typed request."""
-    seed, split, augment, layout, margin = job
+    N, category), or None for a request of another driver (spoken or typed)."""
+    seed, split, augment, layout, margin, driver = job
     ep, turns = make_episode("time_awareness", seed, layout, split=split, augment=augment)
-    if ep.meta["driver"] != "speech":
+    if ep.meta["driver"] != driver:
         return None
     end = next(e for e in ep.events if e.kind == "request_end")
     n = min(layout.input_turn(end.time_s) + 1 + margin, turns.n_turns)
@@ -102,11 +106,11 @@ def cut_request(job: tuple[int, str, bool, Layout, int]) -> tuple[MicroTurns, in
     return cut, requested_n(end), str(end.data["category"])
 
 
-def make_sets(layout: Layout, sizes: dict[str, int], margin: int) -> dict[str, list]:
+def make_sets(layout: Layout, sizes: dict[str, int], margin: int, driver: str) -> dict[str, list]:
     out = {}
     with ProcessPoolExecutor(2) as pool:
         for name, (split, first, augment) in SETS.items():
-            jobs = [(first + i, split, augment, layout, margin) for i in range(sizes[name])]
+            jobs = [(first + i, split, augment, layout, margin, driver) for i in range(sizes[name])]
             made = pool.map(cut_request, jobs, chunksize=16)
             out[name] = [m for m in tqdm(made, total=len(jobs), desc=name, unit="ep") if m]
     return out
@@ -154,6 +158,7 @@ def main() -> None:
     p.add_argument("--freeze", action="store_true")
     p.add_argument("--pool", choices=("last", "max"), default="last")
     p.add_argument("--audio-stem", choices=("bag", "conv"), default="bag")
+    p.add_argument("--driver", choices=("speech", "text"), default="speech")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -175,7 +180,7 @@ def main() -> None:
         model.embed.__dict__["audio"] = model.embed.conv_stem
     if not args.cache.exists():
         sizes = {name: args.train if name == "train" else args.held_out for name in SETS}
-        made = make_sets(model.layout, sizes, args.margin)
+        made = make_sets(model.layout, sizes, args.margin, args.driver)
         torch.save(made, args.cache.with_suffix(".tmp"))
         args.cache.with_suffix(".tmp").rename(args.cache)  # the other arm may be waiting
     sets = torch.load(args.cache, weights_only=False)
