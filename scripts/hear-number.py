@@ -14,11 +14,10 @@ Data: spoken requests (`--driver text`: typed ones, a control that the model and
 training can learn N when it arrives as bytes; a quarter of the episodes). Each example
 is a time-awareness episode cut after the micro-turn that hears the request end plus
 `--margin` micro-turns (the model is causal: the cut changes nothing before it); its
-label is N. Training examples come from the
-train split, augmented as `microturn data` does; held-out sets are fresh train-split
-seeds (voices seen in training), the eval split (voices never heard) and unseen_engine
-(a synthesizer never heard), without augmentation. Made once in worker processes and
-cached at `--cache`.
+label is N. Training examples come from the train split, augmented as `microturn data`
+does; held-out sets are fresh train-split seeds (voices seen in training), the eval
+split (voices never heard) and unseen_engine (a synthesizer never heard), without
+augmentation. Made once in worker processes and cached at `--cache`.
 
 Training: a linear head on the main model's state (`InteractionModel.encode`) at the
 cut's last micro-turn (or, `--pool max`, the top layer's max over all its slots),
