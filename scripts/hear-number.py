@@ -37,7 +37,6 @@ import argparse
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +100,7 @@ def cut_request(
         return None
     end = next(e for e in ep.events if e.kind == "request_end")
     n = min(layout.input_turn(end.time_s) + 1 + margin, turns.n_turns)
-    cut = MicroTurns(**{f.name: getattr(turns, f.name)[:n] for f in fields(MicroTurns)})
-    return cut, requested_n(end), str(end.data["category"])
+    return turns[:n], requested_n(end), str(end.data["category"])
 
 
 def make_sets(layout: Layout, sizes: dict[str, int], margin: int, driver: str) -> dict[str, list]:
