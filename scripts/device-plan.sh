@@ -4,15 +4,20 @@
 # from the carried .devkit) while three arms train from scratch on them as they come
 # (--grow-data) and on the carried DATA; then each arm is continued at onset weight 10,
 # still on the growing data. The continued arms come back as arms.tar.* in $OUT
-# (cat arms.tar.* | tar x; each arms/NAME/last/part0+part1).
-#   hc3:   clock + output history, onset weight 3 (the H200 session's hc3 recipe)
-#   hc3o:  the same with an onset clock (--onset-clock-turns 80), on the same batches
-#   hc3f:  the same with the calibrated floor loss (--floor-weight 4)
+# (cat arms.tar.* | tar x; each arms/NAME/last/part0+part1). With device time left, a
+# second call on the warm machine trains them on: scripts/device-continue.sh.
+# All three arms have the clock, the output history and an onset clock (hc3oc of the
+# 2026-11-28 H200 session); they differ in the floor loss, which at weight 4 kept the
+# pause bar on both splits but answered two turns in five (docs/benchmarks.md):
+#   hc3o:   onset weight 3, no floor loss (the 2026-11-28 hc3o recipe)
+#   hc3of1: the same with --floor-weight 1
+#   hc3of2: the same with --floor-weight 2
 # Run there as: OUT=$OUT sh scripts/device-plan.sh DATA   (carry .devkit and DATA, a shard
 # folder that fits beside the kit, e.g. data/c3q/train), with the call's timeout_s = LIMIT
 # + 10 or more.
 # LIMIT: seconds the whole plan may take (default 580); S1: stage 1's training time
-# (default 300); stage 2 gets what is left after ~90 s for its start and the packing.
+# (default 240: stage 1 took 413 s in all with 300, which left stage 2 77 s); stage 2
+# gets what is left after ~90 s for its start and the packing.
 # Stage 1's arms come back in $OUT/s1 until stage 2's have landed, so a call cut by its
 # time limit still returns them. SCALE: `microturn data --scale` of the generation
 # (default 12: 18,480 episodes, more than a call makes); GEN_WORKERS: its processes
@@ -24,7 +29,7 @@
 set -eu
 DATA=$1
 T0=$(date +%s)
-LIMIT=${LIMIT:-580}; S1=${S1:-300}; EXTRA=${EXTRA:-}; OUT=${OUT:-/tmp/out}
+LIMIT=${LIMIT:-580}; S1=${S1:-240}; EXTRA=${EXTRA:-}; OUT=${OUT:-/tmp/out}
 GEN=/tmp/gen
 cores=$(nproc); [ "$cores" -le 16 ] || cores=16  # the lent machines have 16
 if sh scripts/device-gen.sh "$GEN" 5000000 "${SCALE:-12}" \
@@ -42,17 +47,17 @@ else
 fi
 mkdir -p "$GEN/train"
 ALL="$GEN/train,$DATA"
-BASE="--clock-octaves 7 --onset-weight 3 --grow-data $EXTRA"
+BASE="--clock-octaves 7 --onset-clock-turns 80 --onset-weight 3 --grow-data $EXTRA"
 OUT=$OUT/s1 sh scripts/device-arms.sh "$ALL" 9000 "$S1" \
-    "hc3 $BASE" "hc3o $BASE --onset-clock-turns 80" "hc3f $BASE --floor-weight 4"
+    "hc3o $BASE" "hc3of1 $BASE --floor-weight 1" "hc3of2 $BASE --floor-weight 2"
 S2=$(( LIMIT - ($(date +%s) - T0) - 90 ))
 if [ "$S2" -ge 30 ]; then
     echo "stage 2: $S2 s"
     rm -rf /tmp/arms
     NEXT="--lr 5e-4 --warmup 50 --onset-weight 10 --grow-data $EXTRA"
     sh scripts/device-arms.sh "$ALL" 9000 "$S2" \
-        "hc3b --init /tmp/run-hc3 $NEXT" "hc3ob --init /tmp/run-hc3o $NEXT" \
-        "hc3fb --init /tmp/run-hc3f $NEXT --floor-weight 4"
+        "hc3ob --init /tmp/run-hc3o $NEXT" "hc3of1b --init /tmp/run-hc3of1 $NEXT --floor-weight 1" \
+        "hc3of2b --init /tmp/run-hc3of2 $NEXT --floor-weight 2"
     rm -rf "$OUT/s1"  # the return holds 64 MiB: the continued arms replace stage 1's
 else
     echo "no time left for stage 2 ($S2 s): stage 1's arms are in s1/"
