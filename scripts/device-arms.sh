@@ -10,6 +10,7 @@
 # can be a cap above what fits.
 set -eu
 DATA=$1; STEPS=$2; LIMIT=$3; shift 3
+rm -rf /tmp/arms  # what is packed below is all of it: an earlier call's arms stay out
 for arm in "$@"; do
     name=${arm%% *}
     # shellcheck disable=SC2086  # the flags are meant to split

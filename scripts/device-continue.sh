@@ -13,17 +13,13 @@
 set -eu
 LIMIT=$1; shift
 [ -d /tmp/gen/train ] || { echo "no /tmp/gen/train: the machine is not the plan's (it went cold)" >&2; exit 1; }
-rm -rf /tmp/arms
 SHARED="--lr 5e-4 --warmup 30 --onset-weight 10"
-ARMS=""
-for arm in "$@"; do
+given=$#
+for arm in "$@"; do  # each continued arm is appended; the given ones are shifted off
     name=${arm%% *}
     [ -f "/tmp/run-$name/model.safetensors" ] || { echo "no run /tmp/run-$name" >&2; exit 1; }
-    ARMS="$ARMS|${name}c --init /tmp/run-$name $SHARED${arm#"$name"}"
+    set -- "$@" "${name}c --init /tmp/run-$name $SHARED${arm#"$name"}"
 done
+shift "$given"
 echo "$(find /tmp/gen/train -name 'shard-*.npz' | wc -l) shards in /tmp/gen/train"
-IFS='|'
-# shellcheck disable=SC2086  # the arms are split on | on purpose
-set -- ${ARMS#|}
-unset IFS
 OUT=${OUT:-/tmp/out} sh scripts/device-arms.sh /tmp/gen/train 9000 "$LIMIT" "$@"

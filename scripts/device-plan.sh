@@ -53,7 +53,6 @@ OUT=$OUT/s1 sh scripts/device-arms.sh "$ALL" 9000 "$S1" \
 S2=$(( LIMIT - ($(date +%s) - T0) - 90 ))
 if [ "$S2" -ge 30 ]; then
     echo "stage 2: $S2 s"
-    rm -rf /tmp/arms
     NEXT="--lr 5e-4 --warmup 50 --onset-weight 10 --grow-data $EXTRA"
     sh scripts/device-arms.sh "$ALL" 9000 "$S2" \
         "hc3ob --init /tmp/run-hc3o $NEXT" "hc3of1b --init /tmp/run-hc3of1 $NEXT --floor-weight 1" \
