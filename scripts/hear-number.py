@@ -23,7 +23,8 @@ Training: a linear head on the main model's state (`InteractionModel.encode`) at
 cut's last micro-turn (or, `--pool max`, the top layer's max over all its slots),
 cross-entropy over N, nothing else; AdamW, warmup plus cosine.
 `--init` is a checkpoint (its weights) or `scratch:` + a checkpoint (its config, fresh
-weights). `--freeze` trains the head alone (a linear probe: what the init already holds).
+weights). `--freeze` trains the head alone (a linear probe: what the init already holds), on
+states read once.
 `--audio-stem conv` swaps the model's audio stem for ConvAudioStem (below).
 Accuracy on each held-out set is logged every `--eval-every` steps beside the share of
 the most common N.
@@ -131,18 +132,20 @@ def read_states(model: InteractionModel, examples: list, pool: str) -> torch.Ten
 
 
 @torch.no_grad()
-def accuracy(model: InteractionModel, head: torch.nn.Linear, examples: list, pool: str) -> dict:
+def states_of(model: InteractionModel, examples: list, pool: str) -> torch.Tensor:
+    """[E, d]: read_states for many examples, 32 at a time, in eval mode, no graph."""
     model.eval()
-    right = []
-    for i in range(0, len(examples), 32):
-        chunk = examples[i : i + 32]
-        guess = head(read_states(model, chunk, pool).float()).argmax(-1)
-        right += (guess == torch.tensor([e[1] for e in chunk])).tolist()
+    chunks = [read_states(model, examples[i : i + 32], pool) for i in range(0, len(examples), 32)]
     model.train()
-    labels = [e[1] for e in examples]
+    return torch.cat(chunks).float()
+
+
+@torch.no_grad()
+def accuracy(head: torch.nn.Linear, states: torch.Tensor, labels: torch.Tensor) -> dict:
+    right = head(states).argmax(-1) == labels
     return {
-        "accuracy": round(float(np.mean(right)), 3),
-        "most_common": round(max(map(labels.count, set(labels))) / len(labels), 3),
+        "accuracy": round(float(right.float().mean()), 3),
+        "most_common": round(float(labels.bincount().max()) / len(labels), 3),
         "n": len(labels),
     }
 
@@ -184,8 +187,11 @@ def main() -> None:
     train = sets.pop("train")
 
     head = torch.nn.Linear(model.cfg.d_model, CLASSES)
-    if args.freeze:
+    held_labels = {k: torch.tensor([e[1] for e in v]) for k, v in sets.items()}
+    if args.freeze:  # the states never change: read each example once
         model.requires_grad_(False)
+        frozen = states_of(model, train, args.pool)
+        frozen_held = {k: states_of(model, v, args.pool) for k, v in sets.items()}
     params = [q for q in [*model.parameters(), *head.parameters()] if q.requires_grad]
     opt = make_optimizer(params, args.lr, 0.1)
     schedule = TrainConfig(
@@ -198,11 +204,15 @@ def main() -> None:
     model.train()
     losses, right, started = [], [], time.perf_counter()
     for step in tqdm(range(1, args.steps + 1), desc="train", unit="step"):
-        picks = [train[i] for i in rng.integers(len(train), size=args.batch)]
+        picks = rng.integers(len(train), size=args.batch)
         for g in opt.param_groups:
             g["lr"] = lr_at(step - 1, schedule)
-        logits = head(read_states(model, picks, args.pool).float())
-        labels = torch.tensor([e[1] for e in picks])
+        if args.freeze:
+            states = frozen[picks]
+        else:
+            states = read_states(model, [train[i] for i in picks], args.pool).float()
+        logits = head(states)
+        labels = torch.tensor([train[i][1] for i in picks])
         loss = F.cross_entropy(logits, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -211,11 +221,16 @@ def main() -> None:
         losses.append(float(loss.detach()))
         right += (logits.argmax(-1) == labels).tolist()
         if step % args.eval_every == 0 or step == args.steps:
+            held = (
+                frozen_held
+                if args.freeze
+                else {k: states_of(model, v, args.pool) for k, v in sets.items()}
+            )
             record = {
                 "step": step,
                 "loss": round(float(np.mean(losses)), 4),
                 "train_accuracy": round(float(np.mean(right)), 3),
-                **{k: accuracy(model, head, v, args.pool) for k, v in sets.items()},
+                **{k: accuracy(head, held[k], held_labels[k]) for k in sets},
                 "s": round(time.perf_counter() - started, 1),
             }
             log.write(json.dumps(record) + "\n")
