@@ -22,11 +22,13 @@ bidirectional transformer, max pooling, a linear head over N. AdamW, warmup + co
 
 Usage: python scripts/hear-scale.py OUT --cache FILE[,FILE...] [--make E] [--train-from SEED]
 [--train-size E] [--steps N]
+       python scripts/hear-scale.py plot PNG RUN [RUN ...]   (held-out accuracy per run)
 """
 
 import argparse
 import json
 import math
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -133,7 +135,34 @@ def accuracy(model: RequestClassifier, examples: list) -> dict:
     }
 
 
+def plot(png: Path, runs: list[Path]) -> None:
+    """Held-out accuracy against requests presented, one line per run, one panel per set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [name for name in SETS if name != "train"]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), sharey=True)
+    for run in runs:
+        log = [json.loads(line) for line in (run / "scale-log.jsonl").open()]
+        for ax, name in zip(axes, names, strict=True):
+            x = [r["presented"] / 1000 for r in log]
+            ax.plot(x, [r[name]["accuracy"] for r in log], marker="o", label=run.name)
+    for ax, name in zip(axes, names, strict=True):
+        ax.axhline(log[0][name]["most_common"], color="grey", ls="--", lw=1, label="most common N")
+        ax.set(title=name, xlabel="requests presented (thousands)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("held-out accuracy of N")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "plot":
+        plot(Path(sys.argv[2]), [Path(r) for r in sys.argv[3:]])
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path)
     p.add_argument(
