@@ -2,14 +2,14 @@
 heard? A CPU sizing experiment for the GPU run the time-awareness bar needs.
 
 Why: the main model never learned the N of a spoken time-awareness request, neither in
-the GPU runs (~1,700 time-awareness episodes presented per run) nor with N as its only
-target (scripts/hear-number.py: 9,600 presentations, chance on every held-out set). The
-classifier in ../shared/notes/measurements.md learned N from 5,000 utterances of one
-synthesizer. This asks it of our data: the requests the time_awareness scenario makes
-(three synthesizers, many voices, the training augmentation), a dedicated classifier of
-the same dMel input, and held-out voices as the benchmark splits define them. Its
-learning curve, read against how many requests the main model was shown, sizes what a
-GPU run must present.
+the GPU runs (about 2,600 distinct spoken requests, ~16,000 presentations per arm, by the
+mix's proportions) nor with N as its only target (scripts/hear-number.py: 9,600
+presentations, chance on every held-out set). The classifier in
+../shared/notes/measurements.md learned N from 5,000 utterances of one synthesizer. This
+asks it of our data: the requests the time_awareness scenario makes (three synthesizers,
+many voices, the training augmentation), a dedicated classifier of the same dMel input,
+and held-out voices as the benchmark splits define them. Its learning curve, read against
+how many requests the main model was shown, sizes what a GPU run must present.
 
 Data: the request's audio alone (from 0.3 s before its first word to 0.2 s after its
 last), from spoken-driver episodes of `TimeAwareness.generate`; training examples
@@ -186,6 +186,8 @@ def main() -> None:
     args = p.parse_args()
 
     caches = [Path(c) for c in args.cache.split(",")]
+    if sum(not c.exists() for c in caches) > 1:  # they would be made from the same seeds
+        sys.exit("make one missing cache at a time (each with its own --train-from)")
     for cache in caches:
         if not cache.exists():
             sizes = {name: args.make if name == "train" else args.held_out for name in SETS}
@@ -210,6 +212,8 @@ def main() -> None:
     )
     losses, right, started = [], [], time.perf_counter()
     for step in tqdm(range(1, args.steps + 1), desc="train", unit="step"):
+        # this script's own schedule, not train.loop.lr_at: every arm in docs/benchmarks.md
+        # ran with it, and a rerun of their commands must give their figures
         warm = min(1.0, step / args.warmup)
         cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.steps)))
         for g in opt.param_groups:
